@@ -1,0 +1,126 @@
+"""Answer auditors from a finished run's ledger: the funnel per stage and per reason, and
+exactly what happened to one source or clip.
+
+JSON contract (``javis audit OUT --json [--items]``), kept stable for dashboards:
+``{"funnel": [{"stage", "in", "passed", "rejected", "failed", "unit", "reasons"}...],
+"items": [{"id", "kind", "source_id", "input", "state", "stage", "reason", "start_s",
+"end_s", "media", "metrics", "detail", "error"}...]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline.dag import STAGES
+from pipeline.funnel import compute_funnel
+from pipeline.outputs import read_ledger
+from schemas import Col, Kind, State, metric_columns
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def item(row: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
+    """One ledger row in the audit JSON shape."""
+    error = None
+    if row[Col.STATE] == State.FAILED:
+        error = f"{row[Col.ERROR_TYPE]}: {row[Col.ERROR_MESSAGE]}"
+    accepted_clip = row[Col.KIND] == Kind.CLIP and row[Col.STATE] == State.ACCEPTED
+    return {
+        "id": row[Col.ID],
+        "kind": row[Col.KIND],
+        "source_id": row[Col.SOURCE_ID],
+        "input": row[Col.INPUT],
+        "state": row[Col.STATE],
+        "stage": row[Col.STAGE],
+        "reason": row[Col.REASON],
+        "start_s": row.get(Col.CLIP_START_S),
+        "end_s": row.get(Col.CLIP_END_S),
+        "media": row.get(Col.MEDIA_PATH) if accepted_clip else None,
+        "metrics": {m: _clean(row[m]) for m in metrics if row.get(m) is not None},
+        "detail": row.get(Col.DETAIL),
+        "error": error,
+    }
+
+
+def funnel_json(ledger: pa.Table) -> list[dict[str, Any]]:
+    num_sources = sum(1 for k in ledger.column(Col.KIND).to_pylist() if k == Kind.SOURCE)
+    rows = compute_funnel(ledger, [(s.name, s.unit) for s in STAGES], num_sources)
+    return [r.to_json() for r in rows]
+
+
+def audit_json(out: str | Path, with_items: bool = False, only_id: str | None = None) -> dict[str, Any]:
+    ledger = read_ledger(out)
+    result: dict[str, Any] = {"funnel": funnel_json(ledger)}
+    if with_items or only_id:
+        metrics = metric_columns(ledger.schema)
+        rows = ledger.to_pylist()
+        if only_id:
+            rows = [r for r in rows if only_id in (r[Col.ID], r[Col.SOURCE_ID])]
+        result["items"] = [item(r, metrics) for r in rows]
+    return result
+
+
+def format_funnel(funnel: list[dict[str, Any]]) -> str:
+    lines = [f"{'stage':<12} {'unit':<7} {'in':>7} {'passed':>7} {'rejected':>8} {'failed':>7}  reasons"]
+    for f in funnel:
+        reasons = ", ".join(f"{k}={v}" for k, v in f["reasons"].items())
+        lines.append(
+            f"{f['stage']:<12} {f['unit']:<7} {f['in']:>7} {f['passed']:>7} {f['rejected']:>8} {f['failed']:>7}  {reasons}"
+        )
+    return "\n".join(lines)
+
+
+def _decision(entry: dict[str, Any]) -> str:
+    state = entry["state"]
+    if state == State.ACCEPTED:
+        where = f" -> {entry['media']}" if entry["media"] else ""
+        return f"accepted{where}"
+    if state == State.FAILED:
+        return f"FAILED at {entry['stage']}: {entry['error']} (retried on the next run)"
+    return f"rejected at {entry['stage']}: {entry['reason']}"
+
+
+def explain(out: str | Path, item_id: str) -> str:
+    """Human-readable story of one source (with its clips) or one clip."""
+    ledger = read_ledger(out)
+    metrics = metric_columns(ledger.schema)
+    rows = {r[Col.ID]: r for r in ledger.to_pylist()}
+    if item_id not in rows:
+        raise KeyError(f"no source or clip with id {item_id!r} in {out}")
+    row = rows[item_id]
+    lines = [_describe(row, item(row, metrics))]
+    if row[Col.KIND] == Kind.SOURCE:
+        clips = sorted((r for r in rows.values() if r[Col.SOURCE_ID] == item_id and r[Col.KIND] == Kind.CLIP),
+                       key=lambda r: r[Col.CLIP_START_S])  # fmt: skip
+        lines.append(f"  {len(clips)} clips:")
+        lines += ["    " + _describe(c, item(c, metrics)).replace("\n", "\n    ") for c in clips]
+    return "\n".join(lines)
+
+
+def _describe(row: dict[str, Any], entry: dict[str, Any]) -> str:
+    span = ""
+    if entry["start_s"] is not None:
+        span = f" [{entry['start_s']:.3f}s, {entry['end_s']:.3f}s)"
+    text = f"{entry['kind']} {entry['id']}{span} from {entry['input']}\n  {_decision(entry)}"
+    if row[Col.STATE] == State.REJECTED and row[Col.METRIC]:
+        text += f"\n  decision: {row[Col.METRIC]} = {row[Col.VALUE]:.6g}, threshold {row[Col.THRESHOLD]:.6g}"
+        text += f" (config {row[Col.CONFIG_HASH]})"
+    if entry["detail"]:
+        text += f"\n  detail: {entry['detail']}"
+    if entry["metrics"]:
+        text += "\n  metrics: " + ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in entry["metrics"].items())  # fmt: skip
+    return text
+
+
+def dumps(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, default=str)

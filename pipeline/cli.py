@@ -1,0 +1,133 @@
+"""``javis``: the command line.
+
+javis demo [--output DIR]                      make sample media and curate it
+javis run --input PATH|URL|LIST|QUERY ... --output DIR [--preset NAME] [--config FILE]
+          [--set section.key=value ...] [--address auto]
+javis audit DIR [--json] [--items] [--clip ID | --source ID]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from pipeline import __version__
+from pipeline.config import PRESETS, load_config
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="javis")
+def main() -> None:
+    """javis: curate sounding videos into training data for joint audio-video generation."""
+
+
+def _config_options(fn):  # shared by run and demo
+    fn = click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+                      help="Override one config value, e.g. --set scene_cut.detector=content. Repeatable.")(fn)  # fmt: skip
+    fn = click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+                      help="YAML or JSON file merged over the preset.")(fn)  # fmt: skip
+    fn = click.option("--preset", default="default", show_default=True, type=click.Choice(sorted(PRESETS)),
+                      help="Named starting configuration.")(fn)  # fmt: skip
+    fn = click.option("--address", default=None,
+                      help="Ray cluster to join ('auto' on a cluster node). Default: start a local Ray.")(fn)  # fmt: skip
+    fn = click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")(fn)
+    fn = click.option("--quiet", is_flag=True, help="No progress bars.")(fn)
+    fn = click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")(fn)
+    return fn
+
+
+def _resolve(preset, config_path, overrides, address, num_cpus):
+    config = load_config(preset, config_path, list(overrides))
+    if address is not None or num_cpus is not None:
+        ray = dataclasses.replace(
+            config.ray,
+            address=address if address is not None else config.ray.address,
+            num_cpus=num_cpus if num_cpus is not None else config.ray.num_cpus,
+        )
+        config = dataclasses.replace(config, ray=ray)
+    return config
+
+
+def _curate(inputs, output, config, quiet) -> None:
+    from pipeline.audit import format_funnel
+    from pipeline.runner import run
+
+    result = run(inputs, output, config, show_progress=not quiet)
+    click.echo(format_funnel([f.to_json() for f in result.funnel]))
+    src, clip = result.counts["source"], result.counts["clip"]
+    click.echo(
+        f"\nsources: {dict(sorted(src.items()))}  clips: {dict(sorted(clip.items()))}"
+        f"  ({result.num_skipped_sources} sources already complete, {result.wall_s:.1f} s)"
+    )
+    click.echo(f"outputs in {result.output_dir} (manifest.json, shards/, rejections/, ledger/)")
+
+
+@main.command()
+@click.option("--input", "-i", "inputs", multiple=True, required=True, metavar="INPUT",
+              help="A media file, folder or glob; a .txt/.csv list of URLs; an http(s) URL; or a "
+                   "yt-dlp search like 'ytsearch10:dog barking'. Repeatable.")  # fmt: skip
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@_config_options
+def run(inputs, output, preset, config_path, overrides, address, num_cpus, quiet, verbose) -> None:
+    """Curate INPUTs into sharded Parquet. Rerun the same command to resume."""
+    _setup_logging(verbose)
+    try:
+        config = _resolve(preset, config_path, overrides, address, num_cpus)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from e
+    _curate(list(inputs), output, config, quiet)
+
+
+@main.command()
+@click.option("--output", "-o", default="out/demo", show_default=True, type=click.Path(file_okay=False))
+@_config_options
+def demo(output, preset, config_path, overrides, address, num_cpus, quiet, verbose) -> None:
+    """Generate sample media (FFmpeg test sources, tones, noise, broken files) and curate it."""
+    from pipeline.samples import make_sample_media
+
+    _setup_logging(verbose)
+    if preset == "default":
+        preset = "demo"
+    config = _resolve(preset, config_path, overrides, address, num_cpus)
+    samples = Path(output) / "sample_inputs"
+    make_sample_media(samples)
+    click.echo(f"sample media in {samples}")
+    _curate([str(samples)], output, config, quiet)
+
+
+@main.command()
+@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable contract).")
+@click.option("--items", is_flag=True, help="With --json: one entry per source and clip.")
+@click.option("--clip", "clip_id", default=None, help="Explain one clip.")
+@click.option("--source", "source_id", default=None, help="Explain one source and its clips.")
+def audit(output, as_json, items, clip_id, source_id) -> None:
+    """What each stage removed, and why a given source or clip was dropped."""
+    from pipeline.audit import audit_json, dumps, explain, format_funnel
+
+    item_id = clip_id or source_id
+    try:
+        if as_json:
+            click.echo(dumps(audit_json(output, with_items=items, only_id=item_id)))
+        elif item_id:
+            click.echo(explain(output, item_id))
+        else:
+            click.echo(format_funnel(audit_json(output)["funnel"]))
+    except (KeyError, FileNotFoundError) as e:
+        raise click.ClickException(str(e).strip("'\"")) from e
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Typed run configuration: one frozen dataclass per stage, presets, overrides, hashing.
+
+Every value is validated when the config is built, so a bad value fails before any work
+starts. The resolved config is written as JSON next to every output (``config.json``) and
+each stage's section is hashed into the ``config_hash`` of the decisions it makes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stages.cut import CutConfig
+from stages.ingest import IngestConfig
+from stages.probe import ProbeConfig
+from stages.scene_cut import ClipLengthConfig, SceneCutConfig
+from stages.sound import SoundConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResources:
+    """How ``pipeline/`` maps one stage onto Ray Data."""
+
+    num_cpus: float = 1.0  # per task / actor
+    num_gpus: float = 0.0
+    batch_size: int = 1  # rows per map_batches call; decode-heavy stages want small batches
+    max_concurrency: int | None = None  # cap on parallel tasks (None: as many as CPUs allow)
+
+    def __post_init__(self) -> None:
+        if self.num_cpus < 0 or self.num_gpus < 0:
+            raise ValueError("num_cpus and num_gpus must be >= 0")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1 or null")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputConfig:
+    shard_target_mb: float = 256.0  # a shard is closed once its rows reach this size
+    shard_max_rows: int = 100_000
+    compression: str = "zstd"
+    compression_level: int = 3
+
+    def __post_init__(self) -> None:
+        if self.shard_target_mb <= 0 or self.shard_max_rows < 1:
+            raise ValueError("shard_target_mb must be > 0 and shard_max_rows >= 1")
+        if self.compression not in ("zstd", "snappy", "gzip", "none"):
+            raise ValueError(f"unsupported compression {self.compression!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RayConfig:
+    address: str | None = None  # None: start an embedded local Ray; "auto": join a cluster
+    num_cpus: int | None = None  # local Ray only (None: all cores)
+    object_store_mb: int | None = 1024  # local Ray only; Ray's default reserves 30 % of RAM
+    progress_bars: bool = True  # Ray Data's per-operator bars
+
+    def __post_init__(self) -> None:
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ValueError("ray.num_cpus must be >= 1")
+        if self.object_store_mb is not None and self.object_store_mb < 64:
+            raise ValueError("ray.object_store_mb must be >= 64")
+
+
+def _default_resources() -> dict[str, StageResources]:
+    return {
+        "ingest": StageResources(num_cpus=0.5, batch_size=1),  # network-bound
+        "probe": StageResources(num_cpus=0.25, batch_size=1),
+        "scene_cut": StageResources(num_cpus=1.0, batch_size=1),
+        "clip_length": StageResources(num_cpus=0.25, batch_size=16),
+        "cut": StageResources(num_cpus=1.0, batch_size=2),
+        "sound": StageResources(num_cpus=0.5, batch_size=4),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    ingest: IngestConfig = dataclasses.field(default_factory=IngestConfig)
+    probe: ProbeConfig = dataclasses.field(default_factory=ProbeConfig)
+    scene_cut: SceneCutConfig = dataclasses.field(default_factory=SceneCutConfig)
+    clip_length: ClipLengthConfig = dataclasses.field(default_factory=ClipLengthConfig)
+    cut: CutConfig = dataclasses.field(default_factory=CutConfig)
+    sound: SoundConfig = dataclasses.field(default_factory=SoundConfig)
+    output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
+    ray: RayConfig = dataclasses.field(default_factory=RayConfig)
+    resources: dict[str, StageResources] = dataclasses.field(default_factory=_default_resources)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.resources) - set(_default_resources())
+        if unknown:
+            raise ValueError(f"resources for unknown stages: {sorted(unknown)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def stage_hash(self, stage: str) -> str:
+        """Hash of one stage's section: recorded with every decision that stage makes."""
+        section = getattr(self, stage)
+        text = json.dumps(dataclasses.asdict(section), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# ---- presets -------------------------------------------------------------------------------
+
+
+def preset_default() -> Config:
+    """Paper settings: 2-60 s clips, AdaptiveDetector, near-silence below -60 dBFS."""
+    return Config()
+
+
+def preset_demo() -> Config:
+    """The bundled demo: small shards so the output shows sharding, fast x264 preset."""
+    return dataclasses.replace(
+        Config(),
+        cut=CutConfig(x264_preset="ultrafast"),
+        output=OutputConfig(shard_target_mb=1.0, shard_max_rows=4),
+    )
+
+
+PRESETS: dict[str, Callable[[], Config]] = {"default": preset_default, "demo": preset_demo}
+
+
+# ---- building from dicts, files and overrides ------------------------------------------------
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        default = getattr(cls(), name) if name != "resources" else None
+        if name == "resources":
+            kwargs[name] = {k: _build(StageResources, v, f"{where}.resources.{k}") for k, v in value.items()}
+        elif dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{where}.{name}")
+        elif isinstance(default, tuple) and isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"{where}: {e}") from e
+
+
+def _deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``"scene_cut.detector=content"`` -> ``{"scene_cut": {"detector": "content"}}``.
+    The value is parsed as YAML, so numbers, booleans and ``null`` get their types."""
+    if "=" not in text:
+        raise ValueError(f"override must look like section.key=value, got {text!r}")
+    dotted, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    keys = dotted.strip().split(".")
+    if len(keys) < 2 or not all(keys):
+        raise ValueError(f"override key must be section.key, got {dotted!r}")
+    node: dict[str, Any] = {keys[-1]: value}
+    for key in reversed(keys[:-1]):
+        node = {key: node}
+    return node
+
+
+def load_config(
+    preset: str = "default", path: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()
+) -> Config:
+    """Preset, then a YAML/JSON file, then ``section.key=value`` overrides, validated once."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    values = PRESETS[preset]().to_dict()
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        values = _deep_merge(values, loaded)
+    for text in overrides:
+        values = _deep_merge(values, parse_override(text))
+    return _build(Config, values, "config")
+
+
+def config_from_dict(values: Mapping[str, Any]) -> Config:
+    return _build(Config, values, "config")

@@ -1,0 +1,190 @@
+"""Turn ``--input`` values into source rows with deterministic ids.
+
+An input is one of:
+
+* a local media file, a folder (searched recursively) or a glob pattern;
+* a ``.txt`` / ``.csv`` / ``.tsv`` list: one URL (or local path) per line, or a ``url`` column;
+* an ``http(s)://`` URL;
+* a yt-dlp search query such as ``ytsearch5:dog barking`` (expanded into URLs here, on the
+  driver, so every result gets its own source id before any work starts).
+
+Every input lands in the plan, even a bad one: a path that does not exist becomes a source
+that ingest rejects as ``missing_file``; a search that fails becomes a ``failed`` source.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pipeline import ids
+from schemas import Col, State
+from stages.base import mark_failed, source_row
+from stages.ingest import IngestConfig
+
+log = logging.getLogger(__name__)
+
+MEDIA_EXTENSIONS = frozenset(
+    ".mp4 .mkv .webm .mov .avi .m4v .flv .ts .mts .m2ts .mpg .mpeg .wmv .3gp .ogv .mxf".split()
+)
+LIST_EXTENSIONS = frozenset({".txt", ".csv", ".tsv"})
+_SEARCH_RE = re.compile(r"^[a-z0-9]*search(\d+|all|date)?:", re.IGNORECASE)
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def is_search(text: str) -> bool:
+    return bool(_SEARCH_RE.match(text))
+
+
+def is_url(text: str) -> bool:
+    return text.lower().startswith(("http://", "https://"))
+
+
+class FileIdCache:
+    """Remembers content hashes by (path, size, mtime) so reruns do not re-read every file."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: dict[str, list[Any]] = {}
+        if path is not None and path.exists():
+            try:
+                self.entries = json.loads(path.read_text())
+            except (OSError, ValueError):
+                log.warning("ignoring unreadable file-id cache %s", path)
+
+    def sha256(self, file: str) -> str:
+        st = os.stat(file)
+        key = os.path.abspath(file)
+        hit = self.entries.get(key)
+        if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
+            return hit[2]
+        digest = ids.file_sha256(file)
+        self.entries[key] = [st.st_size, st.st_mtime_ns, digest]
+        return digest
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.entries))
+        os.replace(tmp, self.path)
+
+
+def _list_entries(path: str) -> list[str]:
+    """Entries of a URL list: a ``url`` column if the file has a header with one, else lines."""
+    with open(path, newline="", encoding="utf-8") as f:
+        text = f.read()
+    lines = [ln.strip() for ln in text.splitlines()]
+    if lines and path.lower().endswith((".csv", ".tsv")):
+        delimiter = "\t" if path.lower().endswith(".tsv") else ","
+        reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
+        fields = [f.strip().lower() for f in reader.fieldnames or []]
+        if "url" in fields:
+            key = (reader.fieldnames or [])[fields.index("url")]
+            return [r[key].strip() for r in reader if r.get(key) and r[key].strip()]
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
+def _expand_local(text: str) -> list[str] | None:
+    """Files named by a folder or glob, or ``None`` if ``text`` is neither."""
+    if os.path.isdir(text):
+        found = [str(p) for p in sorted(Path(text).rglob("*")) if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS]
+        return found
+    if _GLOB_CHARS.search(text) and not os.path.exists(text):
+        return sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
+    return None
+
+
+def _iter_leaf_inputs(values: Iterable[str]) -> Iterable[str]:
+    for value in values:
+        value = value.strip()
+        if not value:
+            continue
+        if is_url(value) or is_search(value):
+            yield value
+            continue
+        if os.path.isfile(value) and Path(value).suffix.lower() in LIST_EXTENSIONS:
+            yield from _iter_leaf_inputs(_list_entries(value))
+            continue
+        local = _expand_local(value)
+        if local is None:
+            yield value  # a file, or a path that does not exist (ingest rejects it)
+        elif not local:
+            log.warning("input %r matched no media files", value)
+        else:
+            yield from local
+
+
+def _search_rows(query: str, config: IngestConfig) -> list[dict[str, Any]]:
+    from stages.download import expand_search  # yt-dlp import is slow: only when needed
+
+    try:
+        hits = expand_search(query, config)
+    except Exception as e:  # a failed search is a failed input, retried on the next run
+        row = source_row(id=ids.source_id_for_text("search", query), input=query, src_query=query)
+        mark_failed(row, "ingest", e, None)
+        return [row]
+    return [
+        source_row(id=ids.source_id_for_url(url), input=url, src_url=url, src_query=query, src_title=title)
+        for url, title in hits
+    ]
+
+
+def plan_sources(
+    values: Iterable[str], config: IngestConfig, id_cache: FileIdCache | None = None
+) -> list[dict[str, Any]]:
+    """One pending (or already terminal) source row per input, de-duplicated by id."""
+    cache = id_cache or FileIdCache(None)
+    rows: list[dict[str, Any]] = []
+    for leaf in _iter_leaf_inputs(values):
+        if is_search(leaf):
+            rows.extend(_search_rows(leaf, config))
+        elif is_url(leaf):
+            try:
+                sid = ids.source_id_for_url(leaf)
+            except ValueError:
+                sid = ids.source_id_for_text("bad_url", leaf)
+            rows.append(source_row(id=sid, input=leaf, src_url=leaf))
+        elif os.path.isfile(leaf):
+            sid = ids.source_id_for_content(cache.sha256(leaf))
+            rows.append(source_row(id=sid, input=leaf, src_path=os.path.abspath(leaf)))
+        else:
+            sid = ids.source_id_for_text("path", os.path.abspath(leaf))
+            rows.append(source_row(id=sid, input=leaf, src_path=os.path.abspath(leaf)))
+    return _mark_duplicates(rows)
+
+
+def _mark_duplicates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The first input with an id wins; a later one with the same id (same content or the same
+    canonical URL) keeps its own ledger entry, rejected as a duplicate of the first."""
+    seen: dict[str, str] = {}
+    out = []
+    for row in rows:
+        sid = row[Col.ID]
+        if sid not in seen:
+            seen[sid] = row[Col.INPUT]
+            out.append(row)
+            continue
+        if seen[sid] == row[Col.INPUT]:
+            continue  # the same input named twice: one source
+        dup_id = ids.source_id_for_text("duplicate", f"{sid}:{row[Col.INPUT]}")
+        out.append(
+            {
+                **row,
+                Col.ID: dup_id,
+                Col.SOURCE_ID: dup_id,
+                Col.SRC_DUPLICATE_OF: sid,
+                Col.STATE: State.REJECTED,
+                Col.STAGE: "ingest",
+                Col.REASON: "duplicate",
+            }
+        )
+    return out

@@ -1,0 +1,191 @@
+"""Run the curation pipeline end to end: plan, resume, execute on Ray, write outputs.
+
+1. Plan: expand ``--input`` values into source rows with deterministic ids.
+2. Resume: read staged rows of earlier runs into the same folder; complete sources are
+   skipped, the rest (never seen, failed, or interrupted) run again as a new attempt.
+3. Execute: one Ray Dataset over the pending sources; each finished batch is staged at once
+   (atomically), so a SIGKILL loses at most the batches in flight.
+4. Finish: rows still pending after the last stage are accepted; outputs are rebuilt from the
+   staged rows of the planned sources, the invariant is checked, the manifest written last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import logging
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline import __version__
+from pipeline.config import Config
+from pipeline.dag import STAGES, build_dataset
+from pipeline.funnel import FunnelRow, check_invariant, compute_funnel
+from pipeline.inputs import FileIdCache, plan_sources
+from pipeline.outputs import CONFIG_JSON, MANIFEST, write_json, write_outputs
+from pipeline.staging import Staging, complete_sources
+from schemas import SCHEMA_VERSION, WORK_SCHEMA, Col, Kind, State, conform
+from stages.ffmpeg import ffmpeg_version
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = "_work"
+_LIBRARIES = ("ray", "pyarrow", "av", "scenedetect-headless", "yt-dlp", "numpy", "opencv-python-headless")
+
+
+@dataclasses.dataclass
+class RunResult:
+    output_dir: Path
+    funnel: list[FunnelRow]
+    counts: dict[str, dict[str, int]]
+    num_skipped_sources: int
+    wall_s: float
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "javis": __version__}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    versions["ffmpeg"] = ffmpeg_version()
+    return versions
+
+
+def _start_ray(config: Config) -> bool:
+    """Join ``ray.address`` or start an embedded local Ray; True if we started it."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local runs: no token prompts
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if config.ray.address:
+        ray.init(address=config.ray.address, log_to_driver=True)
+    else:
+        store = config.ray.object_store_mb * 2**20 if config.ray.object_store_mb else None
+        ray.init(num_cpus=config.ray.num_cpus, object_store_memory=store, include_dashboard=False)
+    return True
+
+
+def _progress(total: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="source", desc="javis", disable=not enabled or total == 0, file=sys.stderr)
+
+
+def _execute(pending: pa.Table, config: Config, out: Path, staging: Staging, show_progress: bool) -> None:
+    import ray
+
+    started = _start_ray(config)
+    try:
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = config.ray.progress_bars and show_progress
+        ds = build_dataset(pending, config, str(out))
+        counts: Counter[str] = Counter()
+        with _progress(pending.num_rows, show_progress) as bar:
+            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                batch = _accept_pending(batch)
+                staging.write(batch)
+                kinds = batch.column(Col.KIND).to_pylist()
+                for kind, state in zip(kinds, batch.column(Col.STATE).to_pylist()):
+                    counts[f"{kind}s {state}"] += 1
+                bar.update(kinds.count(Kind.SOURCE))
+                bar.set_postfix_str(", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _accept_pending(batch: pa.Table) -> pa.Table:
+    """A row still pending after the last stage passed every stage."""
+    state = batch.column(Col.STATE)
+    is_pending = pc.equal(state, State.PENDING)
+    idx = batch.schema.get_field_index(Col.STATE)
+    return batch.set_column(idx, Col.STATE, pc.if_else(is_pending, State.ACCEPTED, state))
+
+
+def _plan(inputs: Sequence[str], config: Config, out: Path) -> list[dict[str, Any]]:
+    cache = FileIdCache(out / WORK_DIR / "file_ids.json")
+    plan = plan_sources(inputs, config.ingest, cache)
+    cache.save()
+    return plan
+
+
+def run(inputs: Sequence[str], output_dir: str | os.PathLike, config: Config, show_progress: bool = True) -> RunResult:
+    """Curate ``inputs`` into ``output_dir``; rerunning the same command resumes."""
+    t0 = time.monotonic()
+    started_at = dt.datetime.now(dt.timezone.utc)
+    out = Path(output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / CONFIG_JSON, config.to_dict())
+    plan = _plan(inputs, config, out)
+    if not plan:
+        raise ValueError(f"no inputs found in {list(inputs)!r}")
+    staging = Staging(out / WORK_DIR)
+    status = complete_sources(staging.load())
+    pending = []
+    for row in plan:
+        attempt = status.get(row[Col.ID])
+        if attempt is not None and attempt > 0:
+            continue  # complete: nothing to redo
+        row[Col.ATTEMPT] = 1 if attempt is None else 1 - attempt  # next attempt after an incomplete one
+        pending.append(row)
+    num_skipped = len(plan) - len(pending)
+    log.info("%d sources planned, %d already complete, %d to run", len(plan), num_skipped, len(pending))
+    if pending:
+        _execute(conform(pending, WORK_SCHEMA), config, out, staging, show_progress)
+    return _finish(out, config, plan, staging, num_skipped, t0, started_at, inputs)
+
+
+def _finish(
+    out: Path,
+    config: Config,
+    plan: list[dict[str, Any]],
+    staging: Staging,
+    num_skipped: int,
+    t0: float,
+    started_at: dt.datetime,
+    inputs: Sequence[str],
+) -> RunResult:
+    planned_ids = {row[Col.ID] for row in plan}
+    rows = staging.load()
+    rows = rows.filter(pc.is_in(rows.column(Col.SOURCE_ID), value_set=pa.array(sorted(planned_ids))))
+    funnel = compute_funnel(rows, [(s.name, s.unit) for s in STAGES], len(planned_ids))
+    check_invariant(rows, funnel, planned_ids)
+    files = write_outputs(out, rows, config.output)
+    counts: dict[str, dict[str, int]] = {Kind.SOURCE: {}, Kind.CLIP: {}}
+    for kind, state in zip(rows.column(Col.KIND).to_pylist(), rows.column(Col.STATE).to_pylist()):
+        counts[kind][state] = counts[kind].get(state, 0) + 1
+    wall_s = time.monotonic() - t0
+    manifest = {
+        "javis_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "run": {
+            "started_at": started_at.isoformat(),
+            "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+            "wall_s": round(wall_s, 3),
+            "inputs": list(inputs),
+            "num_sources_planned": len(planned_ids),
+            "num_sources_skipped_as_complete": num_skipped,
+        },
+        "config": config.to_dict(),
+        "config_hashes": {s.name: config.stage_hash(s.name) for s in STAGES},
+        "versions": library_versions(),
+        "funnel": [row.to_json() for row in funnel],
+        "counts": counts,
+        "files": files,
+        "invariant": "in = passed + rejected + failed holds for every stage; every input has one terminal state",
+    }
+    write_json(out / MANIFEST, manifest)
+    return RunResult(out, funnel, counts, num_skipped, wall_s)

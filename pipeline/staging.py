@@ -1,0 +1,96 @@
+"""Crash-safe staging of finished rows, the basis of resume.
+
+Every batch that leaves the last stage is written to ``<out>/_work/parts/`` as its own Parquet
+file, through a temporary name and an atomic rename: a killed run leaves whole parts or none.
+A rerun reads the parts back and keeps, per source, only the rows of its latest attempt (all
+rows of one attempt share ``attempt``), and per id the newest row. A source is *complete*
+when its row is terminal and not failed and, if it was segmented, every one of its clips is
+terminal and not failed; complete sources are skipped, all others run again as a new attempt.
+Because ids are deterministic, a rerun rewrites the same ids and never duplicates a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas import WORK_SCHEMA, Col, Kind, State, conform
+
+log = logging.getLogger(__name__)
+
+
+class Staging:
+    def __init__(self, work_dir: str | os.PathLike) -> None:
+        self.parts_dir = Path(work_dir) / "parts"
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+
+    def write(self, table: pa.Table) -> Path:
+        name = f"part-{uuid.uuid4().hex}.parquet"
+        tmp = self.parts_dir / f".{name}.tmp"
+        pq.write_table(conform(table, WORK_SCHEMA), tmp, compression="zstd")
+        final = self.parts_dir / name
+        os.replace(tmp, final)
+        return final
+
+    def load(self) -> pa.Table:
+        """Current rows: latest attempt per source, newest row per id."""
+        tables = []
+        for path in sorted(self.parts_dir.glob("part-*.parquet")):
+            try:
+                tables.append(conform(pq.read_table(path), WORK_SCHEMA))
+            except (OSError, pa.ArrowException) as e:  # written atomically, so only outside damage
+                log.warning("skipping unreadable staging part %s: %s", path, e)
+        if not tables:
+            return WORK_SCHEMA.empty_table()
+        return current_rows(pa.concat_tables(tables))
+
+
+def current_rows(table: pa.Table) -> pa.Table:
+    """Keep the latest attempt of each source and the newest row of each id."""
+    ids = table.column(Col.ID).to_pylist()
+    sources = table.column(Col.SOURCE_ID).to_pylist()
+    attempts = [a or 0 for a in table.column(Col.ATTEMPT).to_pylist()]
+    times = table.column(Col.UPDATED_AT).to_pylist()
+    latest_attempt: dict[str, int] = defaultdict(int)
+    for sid, attempt in zip(sources, attempts):
+        latest_attempt[sid] = max(latest_attempt[sid], attempt)
+    best: dict[str, int] = {}
+    for i, (row_id, sid, attempt) in enumerate(zip(ids, sources, attempts)):
+        if attempt != latest_attempt[sid]:
+            continue
+        j = best.get(row_id)
+        if j is None or (times[i], i) >= (times[j], j):
+            best[row_id] = i
+    return table.take(sorted(best.values()))
+
+
+def complete_sources(rows: pa.Table) -> dict[str, int]:
+    """``{source_id: attempt}`` for every source whose latest attempt needs no more work,
+    plus the attempt number of every incomplete one as a negative value (to continue counting)."""
+    by_source: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    cols = [Col.ID, Col.KIND, Col.SOURCE_ID, Col.STATE, Col.ATTEMPT, Col.SCENE_NUM_CLIPS]
+    for row in rows.select(cols).to_pylist():
+        by_source[row[Col.SOURCE_ID]].append(row)
+    result = {}
+    for sid, group in by_source.items():
+        attempt = max(r[Col.ATTEMPT] or 0 for r in group)
+        result[sid] = attempt if _is_complete(group) else -attempt
+    return result
+
+
+def _is_complete(group: list[dict[str, Any]]) -> bool:
+    source = [r for r in group if r[Col.KIND] == Kind.SOURCE]
+    if len(source) != 1 or source[0][Col.STATE] not in (State.ACCEPTED, State.REJECTED):
+        return False
+    if source[0][Col.STATE] == State.REJECTED:
+        return True
+    clips = [r for r in group if r[Col.KIND] == Kind.CLIP]
+    done = all(r[Col.STATE] in (State.ACCEPTED, State.REJECTED) for r in clips)
+    return done and len(clips) == (source[0][Col.SCENE_NUM_CLIPS] or 0)

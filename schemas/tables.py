@@ -1,0 +1,259 @@
+"""Every Arrow schema javis writes, with a version in the schema metadata.
+
+One *work row* travels through the curation pipeline. It is either a source (one input video)
+or a clip (a piece of a source). Stages only fill their own columns, prefixed with the stage
+name; a clip row inherits its source's ``src_*`` and ``probe_*`` columns so shards are
+self-describing. The output tables (sources, shards, rejections, ledger) are projections of
+the work rows.
+
+Fields whose metadata holds ``metric=1`` are raw scores: ``javis audit`` reports them and
+``refilter``-style tools may re-threshold them without recomputation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = "1.0.0"
+_VERSION_KEY = b"javis.schema_version"
+
+
+class Kind:
+    SOURCE = "source"
+    CLIP = "clip"
+
+
+class State:
+    """Row states. Only ``PENDING`` is not terminal; ``FAILED`` is retried on the next run."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    TERMINAL = (ACCEPTED, REJECTED, FAILED)
+
+
+class Col:
+    """Column names. Grouped by the stage that writes them."""
+
+    # identity and ledger state (pipeline)
+    ID = "id"
+    KIND = "kind"
+    SOURCE_ID = "source_id"
+    INPUT = "input"
+    STATE = "state"
+    STAGE = "stage"  # stage where the row reached its terminal state
+    REASON = "reason"
+    METRIC = "metric"
+    VALUE = "value"
+    THRESHOLD = "threshold"
+    DETAIL = "detail"  # human-readable explanation of a rejection
+    CONFIG_HASH = "config_hash"
+    ERROR_TYPE = "error_type"
+    ERROR_MESSAGE = "error_message"
+    ATTEMPT = "attempt"
+    UPDATED_AT = "updated_at"
+    # ingest
+    SRC_URL = "src_url"
+    SRC_PATH = "src_path"
+    SRC_QUERY = "src_query"
+    SRC_TITLE = "src_title"
+    SRC_UPLOADER = "src_uploader"
+    SRC_UPLOAD_DATE = "src_upload_date"
+    SRC_LICENSE = "src_license"
+    SRC_DURATION_S = "src_duration_s"
+    SRC_EXTRACTOR = "src_extractor"
+    SRC_SIZE_BYTES = "src_size_bytes"
+    SRC_DUPLICATE_OF = "src_duplicate_of"
+    # probe
+    PROBE_CONTAINER = "probe_container"
+    PROBE_DURATION_S = "probe_duration_s"
+    PROBE_VIDEO_CODEC = "probe_video_codec"
+    PROBE_WIDTH = "probe_width"
+    PROBE_HEIGHT = "probe_height"
+    PROBE_ROTATION_DEG = "probe_rotation_deg"
+    PROBE_SAR = "probe_sar"
+    PROBE_DAR = "probe_dar"
+    PROBE_FPS = "probe_fps"
+    PROBE_IS_VFR = "probe_is_vfr"
+    PROBE_HAS_AUDIO = "probe_has_audio"
+    PROBE_AUDIO_CODEC = "probe_audio_codec"
+    PROBE_AUDIO_SAMPLE_RATE_HZ = "probe_audio_sample_rate_hz"
+    PROBE_AUDIO_CHANNELS = "probe_audio_channels"
+    # scene_cut (source rows) and clip bounds (clip rows)
+    SCENE_DETECTOR = "scene_detector"
+    SCENE_NUM_SCENES = "scene_num_scenes"
+    SCENE_NUM_CLIPS = "scene_num_clips"
+    CLIP_SCENE_INDEX = "clip_scene_index"
+    CLIP_PIECE_INDEX = "clip_piece_index"
+    CLIP_START_FRAME = "clip_start_frame"
+    CLIP_END_FRAME = "clip_end_frame"
+    CLIP_START_S = "clip_start_s"
+    CLIP_END_S = "clip_end_s"
+    CLIP_DURATION_S = "clip_duration_s"
+    # cut
+    MEDIA_PATH = "media_path"
+    MEDIA_SIZE_BYTES = "media_size_bytes"
+    MEDIA_SHA256 = "media_sha256"
+    MEDIA_BYTES = "media_bytes"
+    CUT_WIDTH = "cut_width"
+    CUT_HEIGHT = "cut_height"
+    CUT_FPS = "cut_fps"
+    CUT_VIDEO_DURATION_S = "cut_video_duration_s"
+    CUT_AUDIO_DURATION_S = "cut_audio_duration_s"
+    CUT_AV_DIFF_S = "cut_av_diff_s"
+    # sound
+    SOUND_MEAN_DBFS = "sound_mean_dbfs"
+    SOUND_PEAK_DBFS = "sound_peak_dbfs"
+
+
+def _field(name: str, dtype: pa.DataType, metric: bool = False) -> pa.Field:
+    return pa.field(name, dtype, nullable=True, metadata={b"metric": b"1"} if metric else None)
+
+
+_LEDGER_FIELDS = [
+    _field(Col.ID, pa.string()),
+    _field(Col.KIND, pa.string()),
+    _field(Col.SOURCE_ID, pa.string()),
+    _field(Col.INPUT, pa.string()),
+    _field(Col.STATE, pa.string()),
+    _field(Col.STAGE, pa.string()),
+    _field(Col.REASON, pa.string()),
+    _field(Col.METRIC, pa.string()),
+    _field(Col.VALUE, pa.float64()),
+    _field(Col.THRESHOLD, pa.float64()),
+    _field(Col.DETAIL, pa.string()),
+    _field(Col.CONFIG_HASH, pa.string()),
+    _field(Col.ERROR_TYPE, pa.string()),
+    _field(Col.ERROR_MESSAGE, pa.string()),
+    _field(Col.ATTEMPT, pa.int32()),
+    _field(Col.UPDATED_AT, pa.timestamp("us", tz="UTC")),
+]
+
+_SOURCE_FIELDS = [
+    _field(Col.SRC_URL, pa.string()),
+    _field(Col.SRC_PATH, pa.string()),
+    _field(Col.SRC_QUERY, pa.string()),
+    _field(Col.SRC_TITLE, pa.string()),
+    _field(Col.SRC_UPLOADER, pa.string()),
+    _field(Col.SRC_UPLOAD_DATE, pa.string()),
+    _field(Col.SRC_LICENSE, pa.string()),
+    _field(Col.SRC_DURATION_S, pa.float64()),
+    _field(Col.SRC_EXTRACTOR, pa.string()),
+    _field(Col.SRC_SIZE_BYTES, pa.int64()),
+    _field(Col.SRC_DUPLICATE_OF, pa.string()),
+    _field(Col.PROBE_CONTAINER, pa.string()),
+    _field(Col.PROBE_DURATION_S, pa.float64(), metric=True),
+    _field(Col.PROBE_VIDEO_CODEC, pa.string()),
+    _field(Col.PROBE_WIDTH, pa.int32()),
+    _field(Col.PROBE_HEIGHT, pa.int32()),
+    _field(Col.PROBE_ROTATION_DEG, pa.int32()),
+    _field(Col.PROBE_SAR, pa.string()),
+    _field(Col.PROBE_DAR, pa.string()),
+    _field(Col.PROBE_FPS, pa.float64()),
+    _field(Col.PROBE_IS_VFR, pa.bool_()),
+    _field(Col.PROBE_HAS_AUDIO, pa.bool_()),
+    _field(Col.PROBE_AUDIO_CODEC, pa.string()),
+    _field(Col.PROBE_AUDIO_SAMPLE_RATE_HZ, pa.int32()),
+    _field(Col.PROBE_AUDIO_CHANNELS, pa.int32()),
+    _field(Col.SCENE_DETECTOR, pa.string()),
+    _field(Col.SCENE_NUM_SCENES, pa.int32(), metric=True),
+    _field(Col.SCENE_NUM_CLIPS, pa.int32(), metric=True),
+]
+
+_CLIP_FIELDS = [
+    _field(Col.CLIP_SCENE_INDEX, pa.int32()),
+    _field(Col.CLIP_PIECE_INDEX, pa.int32()),
+    _field(Col.CLIP_START_FRAME, pa.int64()),
+    _field(Col.CLIP_END_FRAME, pa.int64()),
+    _field(Col.CLIP_START_S, pa.float64()),
+    _field(Col.CLIP_END_S, pa.float64()),
+    _field(Col.CLIP_DURATION_S, pa.float64(), metric=True),
+    _field(Col.MEDIA_PATH, pa.string()),
+    _field(Col.MEDIA_SIZE_BYTES, pa.int64()),
+    _field(Col.MEDIA_SHA256, pa.string()),
+    _field(Col.MEDIA_BYTES, pa.large_binary()),
+    _field(Col.CUT_WIDTH, pa.int32()),
+    _field(Col.CUT_HEIGHT, pa.int32()),
+    _field(Col.CUT_FPS, pa.float64()),
+    _field(Col.CUT_VIDEO_DURATION_S, pa.float64(), metric=True),
+    _field(Col.CUT_AUDIO_DURATION_S, pa.float64(), metric=True),
+    _field(Col.CUT_AV_DIFF_S, pa.float64(), metric=True),
+    _field(Col.SOUND_MEAN_DBFS, pa.float64(), metric=True),
+    _field(Col.SOUND_PEAK_DBFS, pa.float64(), metric=True),
+]
+
+
+#: Source columns a clip row carries, so every shard row is self-describing.
+INHERITED_COLUMNS: tuple[str, ...] = (Col.INPUT,) + tuple(
+    f.name for f in _SOURCE_FIELDS if f.name.startswith(("src_", "probe_"))
+)
+
+
+def _versioned(fields: list[pa.Field], table: str) -> pa.Schema:
+    return pa.schema(fields, metadata={_VERSION_KEY: SCHEMA_VERSION.encode(), b"javis.table": table.encode()})
+
+
+#: Every column a row can carry while it moves through the pipeline.
+WORK_SCHEMA = _versioned(_LEDGER_FIELDS + _SOURCE_FIELDS + _CLIP_FIELDS, "work")
+#: ``sources/``: one row per source video (no clip columns).
+SOURCE_SCHEMA = _versioned(_LEDGER_FIELDS + _SOURCE_FIELDS, "sources")
+#: ``shards/``: accepted clips with their source metadata.
+CLIP_SCHEMA = _versioned(_LEDGER_FIELDS + _SOURCE_FIELDS + _CLIP_FIELDS, "clips")
+#: ``ledger/``: every source and clip with its terminal state and all raw scores (no media bytes).
+LEDGER_SCHEMA = _versioned([f for f in WORK_SCHEMA if f.name != Col.MEDIA_BYTES], "ledger")
+#: ``rejections/<stage>/``: one row per rejected source or clip.
+REJECTION_SCHEMA = _versioned(
+    [
+        _field(Col.ID, pa.string()),
+        _field(Col.KIND, pa.string()),
+        _field(Col.SOURCE_ID, pa.string()),
+        _field(Col.INPUT, pa.string()),
+        _field(Col.STAGE, pa.string()),
+        _field(Col.REASON, pa.string()),
+        _field(Col.METRIC, pa.string()),
+        _field(Col.VALUE, pa.float64()),
+        _field(Col.THRESHOLD, pa.float64()),
+        _field(Col.DETAIL, pa.string()),
+        _field(Col.CONFIG_HASH, pa.string()),
+        _field(Col.CLIP_START_S, pa.float64()),
+        _field(Col.CLIP_END_S, pa.float64()),
+        _field(Col.UPDATED_AT, pa.timestamp("us", tz="UTC")),
+    ],
+    "rejections",
+)
+
+
+def schema_version(schema: pa.Schema) -> str | None:
+    """The version stored in a schema's metadata (``None`` for foreign files)."""
+    meta = schema.metadata or {}
+    raw = meta.get(_VERSION_KEY)
+    return raw.decode() if raw is not None else None
+
+
+def metric_columns(schema: pa.Schema = WORK_SCHEMA) -> list[str]:
+    """Names of the raw-score columns, in schema order."""
+    return [f.name for f in schema if (f.metadata or {}).get(b"metric") == b"1"]
+
+
+def conform(rows: Iterable[Mapping[str, Any]] | pa.Table, schema: pa.Schema = WORK_SCHEMA) -> pa.Table:
+    """Build a table with exactly ``schema``'s columns: missing ones become nulls.
+
+    Unknown keys raise, so a typo in a stage cannot silently create a column.
+    """
+    if isinstance(rows, pa.Table):
+        table = rows
+        missing = [f for f in schema if f.name not in table.column_names]
+        for f in missing:
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+        return table.select(schema.names).cast(schema)
+    rows = list(rows)
+    known = set(schema.names)
+    for row in rows:
+        unknown = set(row) - known
+        if unknown:
+            raise KeyError(f"columns not in schema {schema.metadata.get(b'javis.table')!r}: {sorted(unknown)}")
+    return pa.Table.from_pylist(rows, schema=schema)

@@ -1,0 +1,1 @@
+"""Curation stages. Stages are plain classes and never import Ray (see ``stages.base``)."""

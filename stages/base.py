@@ -1,0 +1,152 @@
+"""The stage contract: a stage maps one pending row to an :class:`Outcome`.
+
+A stage is a plain class with a ``name``, the ``unit`` it works on (source or clip rows), the
+reason codes it may emit, and ``process(row) -> Outcome``. It loads anything heavy in
+``__init__`` and never imports Ray: ``pipeline/`` decides where it runs.
+
+:func:`apply_stage` is the only place that touches row state. It hands pending rows of the
+stage's unit to the stage, passes every other row through untouched (so a row rejected
+upstream is never re-examined), and turns a per-row exception into a ``failed`` record. That
+is what makes the ledger complete by construction: rows are never dropped, only marked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import traceback
+from typing import Any, ClassVar, Protocol
+
+import pyarrow as pa
+
+from schemas import WORK_SCHEMA, Col, Kind, State, conform
+
+log = logging.getLogger(__name__)
+
+_MAX_ERROR_CHARS = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejection:
+    """A final decision: ``reason`` is a snake_case code from the stage's ``reasons``."""
+
+    reason: str
+    metric: str | None = None  # column name of the score the decision was made on
+    value: float | None = None
+    threshold: float | None = None
+    detail: str | None = None  # what exactly was wrong, for auditors
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a stage decided about one row.
+
+    ``columns`` are written to the row whatever the decision (raw scores are kept for rejected
+    rows too). ``children`` are new rows (clips emitted by a source); they start ``pending``.
+    """
+
+    columns: dict[str, Any] = dataclasses.field(default_factory=dict)
+    rejection: Rejection | None = None
+    children: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def passed(**columns: Any) -> Outcome:
+    return Outcome(columns=columns)
+
+
+def rejected(
+    reason: str,
+    metric: str | None = None,
+    value: float | None = None,
+    threshold: float | None = None,
+    detail: str | None = None,
+    **columns: Any,
+) -> Outcome:
+    return Outcome(columns=columns, rejection=Rejection(reason, metric, value, threshold, detail))
+
+
+class Stage(Protocol):
+    name: ClassVar[str]
+    unit: ClassVar[str]  # Kind.SOURCE or Kind.CLIP
+    reasons: ClassVar[tuple[str, ...]]
+    requires: ClassVar[tuple[str, ...]]  # columns this stage reads (checked at build time)
+    produces: ClassVar[tuple[str, ...]]  # columns this stage writes
+
+    def process(self, row: dict[str, Any]) -> Outcome: ...
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _finish(row: dict[str, Any], stage: Stage, outcome: Outcome, config_hash: str) -> list[dict[str, Any]]:
+    bad = set(outcome.columns) - set(stage.produces)
+    if bad:
+        raise AssertionError(f"stage {stage.name} wrote columns it does not declare: {sorted(bad)}")
+    row.update(outcome.columns)
+    if outcome.rejection is not None:
+        r = outcome.rejection
+        if r.reason not in stage.reasons:
+            raise AssertionError(f"stage {stage.name} emitted undeclared reason {r.reason!r}")
+        row.update(
+            {
+                Col.STATE: State.REJECTED,
+                Col.STAGE: stage.name,
+                Col.REASON: r.reason,
+                Col.METRIC: r.metric,
+                Col.VALUE: None if r.value is None else float(r.value),
+                Col.THRESHOLD: None if r.threshold is None else float(r.threshold),
+                Col.DETAIL: r.detail,
+                Col.CONFIG_HASH: config_hash,
+                Col.UPDATED_AT: now_utc(),
+            }
+        )
+    children = []
+    for child in outcome.children:
+        child = dict(child)
+        child.setdefault(Col.STATE, State.PENDING)
+        child.setdefault(Col.ATTEMPT, row.get(Col.ATTEMPT))
+        child.setdefault(Col.UPDATED_AT, now_utc())
+        children.append(child)
+    return [row, *children]
+
+
+def mark_failed(row: dict[str, Any], stage_name: str, error: BaseException, config_hash: str | None) -> None:
+    row.update(
+        {
+            Col.STATE: State.FAILED,
+            Col.STAGE: stage_name,
+            Col.REASON: None,
+            Col.ERROR_TYPE: type(error).__name__,
+            Col.ERROR_MESSAGE: (str(error) or repr(error))[:_MAX_ERROR_CHARS],
+            Col.CONFIG_HASH: config_hash,
+            Col.UPDATED_AT: now_utc(),
+        }
+    )
+
+
+def apply_stage(stage: Stage, batch: pa.Table, config_hash: str) -> pa.Table:
+    """Run ``stage`` over the pending rows of its unit in ``batch``; keep every other row."""
+    out: list[dict[str, Any]] = []
+    for row in batch.to_pylist():
+        if row[Col.KIND] != stage.unit or row[Col.STATE] != State.PENDING:
+            out.append(row)
+            continue
+        try:
+            outcome = stage.process(row)
+        except Exception as e:  # the row boundary: one bad item must not stop the run
+            log.warning("%s failed on %s: %s\n%s", stage.name, row[Col.ID], e, traceback.format_exc(limit=3))
+            mark_failed(row, stage.name, e, config_hash)
+            out.append(row)
+            continue
+        out.extend(_finish(row, stage, outcome, config_hash))
+    return conform(out, WORK_SCHEMA)
+
+
+def source_row(**columns: Any) -> dict[str, Any]:
+    """A new pending source row (used by input planning and tests)."""
+    row = {Col.KIND: Kind.SOURCE, Col.STATE: State.PENDING, Col.ATTEMPT: 1, Col.UPDATED_AT: now_utc()}
+    row.update(columns)
+    row.setdefault(Col.SOURCE_ID, row.get(Col.ID))
+    return row

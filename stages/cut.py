@@ -1,0 +1,164 @@
+"""cut: write each candidate clip as its own file with FFmpeg, video and audio together.
+
+Input: pending clip rows with ``src_path`` and ``clip_start_s``/``clip_end_s``. The clip is
+re-encoded (H.264 + AAC in MP4), which makes video boundaries frame-accurate; the audio is
+cut to the same interval by the same seek. FFmpeg's autorotation applies the source's display
+rotation to the pixels, so clips play upright without relying on rotation metadata.
+
+The seek point sits a quarter frame before the first frame's timestamp: FFmpeg keeps frames
+whose timestamp is at or after the seek point, so rounding can never drop or add a frame.
+
+Output columns: ``media_path`` (relative to the output folder), ``media_size_bytes``,
+``media_sha256`` or, with ``embed_media``, ``media_bytes`` instead of a file; ``cut_width``,
+``cut_height`` (after rotation), ``cut_fps``, and the measured ``cut_video_duration_s``,
+``cut_audio_duration_s`` and their difference ``cut_av_diff_s``.
+Reason code: ``av_mismatch`` (audio and video durations differ by more than
+``max_av_diff_frames`` video frames, e.g. a source whose audio track ends early).
+FFmpeg errors are ``failed`` rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+from typing import Any, ClassVar
+
+import av
+
+from schemas import Col, Kind
+from stages.base import Outcome, passed, rejected
+from stages.ffmpeg import run_ffmpeg
+from stages.probe import stream_timing
+
+SEEK_MARGIN_FRAMES = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class CutConfig:
+    clips_dir: str = "media/clips"  # relative to the output folder: <clips_dir>/<source_id>/<clip_id>.mp4
+    embed_media: bool = False  # store clip bytes in the Parquet rows instead of files
+    x264_preset: str = "veryfast"
+    crf: int = 18  # visually lossless for training data
+    audio_bitrate_kbps: int = 192
+    threads: int = 0  # FFmpeg threads per clip (0: FFmpeg decides)
+    max_av_diff_frames: float = 1.0  # tolerated |audio - video| duration, in video frames
+    timeout_s: float = 600.0  # per clip
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.crf <= 51:
+            raise ValueError("cut.crf must be in [0, 51]")
+        if self.audio_bitrate_kbps < 8 or self.threads < 0 or self.timeout_s <= 0:
+            raise ValueError("cut.audio_bitrate_kbps >= 8, cut.threads >= 0 and cut.timeout_s > 0 required")
+        if self.max_av_diff_frames <= 0:
+            raise ValueError("cut.max_av_diff_frames must be > 0")
+
+
+def ffmpeg_cut_args(src: str, dst: str, start_s: float, end_s: float, fps: float, config: CutConfig) -> list[str]:
+    """FFmpeg arguments that cut [start_s, end_s) of both streams into ``dst``."""
+    margin = SEEK_MARGIN_FRAMES / fps
+    seek = max(0.0, start_s - margin)
+    return [
+        "-ss", f"{seek:.6f}", "-i", src, "-t", f"{end_s - margin - seek:.6f}",
+        "-map", "0:v:0", "-map", "0:a:0?",
+        "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2",  # x264 + yuv420p need even sizes
+        "-c:v", "libx264", "-preset", config.x264_preset, "-crf", str(config.crf), "-pix_fmt", "yuv420p",
+        "-fps_mode", "passthrough",  # keep source timestamps: no duplicated or dropped frames
+        "-c:a", "aac", "-b:a", f"{config.audio_bitrate_kbps}k",
+        "-threads", str(config.threads), "-movflags", "+faststart", "-f", "mp4", dst,
+    ]  # fmt: skip
+
+
+def measure_clip(media: str | bytes) -> tuple[dict[str, Any], float]:
+    """Size, frame rate and durations of a written clip, without decoding video.
+
+    Video: from packet timestamps (first frame to the end of the last frame). Audio: the track
+    duration the MP4 muxer recorded, which excludes the encoder's priming and padding samples
+    (decoding would count AAC's padding to a whole 1024-sample frame). Also returns the longest
+    video frame, the unit of the sync tolerance for variable frame rates."""
+    source = io.BytesIO(media) if isinstance(media, bytes) else media
+    with av.open(source) as container:
+        video = container.streams.video[0]
+        width, height = video.codec_context.width, video.codec_context.height
+        fps = float(video.average_rate or video.guessed_rate or 0) or None
+        audio = container.streams.audio[0] if container.streams.audio else None
+        audio_s = float(audio.duration * audio.time_base) if audio and audio.duration else None
+    if isinstance(source, io.BytesIO):
+        source.seek(0)
+    timing = stream_timing(source)
+    video_s = timing.duration_s.get("video", 0.0)
+    if audio_s is None:
+        audio_s = timing.duration_s.get("audio")
+    return {
+        Col.CUT_WIDTH: width,
+        Col.CUT_HEIGHT: height,
+        Col.CUT_FPS: fps,
+        Col.CUT_VIDEO_DURATION_S: video_s,
+        Col.CUT_AUDIO_DURATION_S: audio_s,
+        Col.CUT_AV_DIFF_S: abs(audio_s - video_s) if audio_s else None,
+    }, timing.max_video_frame_s
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Cut:
+    """See the module docstring."""
+
+    name: ClassVar[str] = "cut"
+    unit: ClassVar[str] = Kind.CLIP
+    reasons: ClassVar[tuple[str, ...]] = ("av_mismatch",)
+    requires: ClassVar[tuple[str, ...]] = (Col.SRC_PATH, Col.CLIP_START_S, Col.CLIP_END_S, Col.PROBE_FPS)
+    produces: ClassVar[tuple[str, ...]] = (
+        Col.MEDIA_PATH,
+        Col.MEDIA_SIZE_BYTES,
+        Col.MEDIA_SHA256,
+        Col.MEDIA_BYTES,
+        Col.CUT_WIDTH,
+        Col.CUT_HEIGHT,
+        Col.CUT_FPS,
+        Col.CUT_VIDEO_DURATION_S,
+        Col.CUT_AUDIO_DURATION_S,
+        Col.CUT_AV_DIFF_S,
+    )
+
+    def __init__(self, config: CutConfig, output_dir: str) -> None:
+        self.config = config
+        self.output_dir = output_dir
+
+    def _write(self, row: dict[str, Any]) -> tuple[str, bytes]:
+        rel = os.path.join(self.config.clips_dir, row[Col.SOURCE_ID], f"{row[Col.ID]}.mp4")
+        dst = os.path.join(self.output_dir, rel)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        tmp = f"{dst}.part"
+        fps = row[Col.PROBE_FPS] or 25.0
+        args = ffmpeg_cut_args(row[Col.SRC_PATH], tmp, row[Col.CLIP_START_S], row[Col.CLIP_END_S], fps, self.config)
+        try:
+            run_ffmpeg(args, timeout_s=self.config.timeout_s)
+            with open(tmp, "rb") as f:
+                data = f.read()
+            if self.config.embed_media:
+                return "", data
+            os.replace(tmp, dst)  # atomic: a killed run never leaves a half-written clip
+            return rel, data
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def process(self, row: dict[str, Any]) -> Outcome:
+        rel, data = self._write(row)
+        columns: dict[str, Any] = {Col.MEDIA_SIZE_BYTES: len(data), Col.MEDIA_SHA256: _sha256(data)}
+        if self.config.embed_media:
+            columns[Col.MEDIA_BYTES] = data
+        else:
+            columns[Col.MEDIA_PATH] = rel
+        measured, max_frame_s = measure_clip(data)
+        columns.update(measured)
+        frame_s = max_frame_s or 1.0 / (measured[Col.CUT_FPS] or row[Col.PROBE_FPS] or 25.0)
+        threshold = self.config.max_av_diff_frames * frame_s
+        diff = columns[Col.CUT_AV_DIFF_S]
+        if diff is not None and diff > threshold:
+            return rejected("av_mismatch", metric=Col.CUT_AV_DIFF_S, value=diff, threshold=threshold, **columns)
+        return passed(**columns)

@@ -1,0 +1,86 @@
+"""ingest: make every source available as a local file.
+
+Input: pending source rows with ``src_path`` (a local file) or ``src_url`` (to download).
+Output columns: ``src_path`` (local file), ``src_size_bytes`` and, for downloads, the source
+metadata yt-dlp reports (title, uploader, upload date, licence, duration, extractor).
+Reason codes: ``missing_file`` (local path gone), ``empty_file`` (zero bytes),
+``duplicate`` (same content as another input: set by input planning),
+``filtered`` (yt-dlp's duration / size / date filters skipped the video).
+Download errors (HTTP errors, unsupported pages, time-outs) are ``failed`` and retried on the
+next run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, ClassVar
+
+from schemas import Col, Kind
+from stages.base import Outcome, passed, rejected
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestConfig:
+    download_dir: str = "media/raw"  # relative to the output folder; files named <source_id>.<ext>
+    # Formats that always carry audio: best video + best audio merged, else one file with both.
+    format: str = "bv*+ba/b[acodec!=none]/b"
+    merge_output_format: str = "mkv"  # container for merged video+audio (holds any codec pair)
+    max_duration_s: float | None = 1800.0  # skip longer videos (None: no cap)
+    max_filesize_mb: float | None = 2048.0  # skip larger downloads (None: no cap)
+    date_after: str | None = None  # YYYYMMDD, inclusive upload-date window
+    date_before: str | None = None  # YYYYMMDD, inclusive
+    retries: int = 3  # attempts per item, with exponential backoff
+    backoff_s: float = 2.0  # first wait between attempts; doubles each time
+    timeout_s: float = 900.0  # wall-clock limit for one item, all attempts included
+    socket_timeout_s: float = 30.0
+    search_max_results: int = 10  # results taken per yt-dlp search query
+    rate_limit_bytes_s: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("date_after", "date_before"):
+            value = getattr(self, name)
+            if value is not None and not (len(str(value)) == 8 and str(value).isdigit()):
+                raise ValueError(f"ingest.{name} must be YYYYMMDD, got {value!r}")
+        if self.retries < 1:
+            raise ValueError("ingest.retries must be >= 1")
+        if self.timeout_s <= 0 or self.socket_timeout_s <= 0 or self.backoff_s < 0:
+            raise ValueError("ingest time-outs must be > 0 and backoff >= 0")
+        if self.search_max_results < 1:
+            raise ValueError("ingest.search_max_results must be >= 1")
+
+
+class Ingest:
+    """See the module docstring."""
+
+    name: ClassVar[str] = "ingest"
+    unit: ClassVar[str] = Kind.SOURCE
+    reasons: ClassVar[tuple[str, ...]] = ("missing_file", "empty_file", "duplicate", "filtered")
+    requires: ClassVar[tuple[str, ...]] = (Col.SRC_PATH, Col.SRC_URL)
+    produces: ClassVar[tuple[str, ...]] = (
+        Col.SRC_PATH,
+        Col.SRC_SIZE_BYTES,
+        Col.SRC_TITLE,
+        Col.SRC_UPLOADER,
+        Col.SRC_UPLOAD_DATE,
+        Col.SRC_LICENSE,
+        Col.SRC_DURATION_S,
+        Col.SRC_EXTRACTOR,
+    )
+
+    def __init__(self, config: IngestConfig, output_dir: str) -> None:
+        self.config = config
+        self.download_dir = os.path.join(output_dir, config.download_dir)
+
+    def process(self, row: dict[str, Any]) -> Outcome:
+        path = row.get(Col.SRC_PATH)
+        if path is None:
+            from stages.download import download  # yt-dlp import is slow: only when needed
+
+            return download(row[Col.SRC_URL], row[Col.ID], self.download_dir, self.config)
+        if not os.path.isfile(path):
+            return rejected("missing_file")
+        size = os.path.getsize(path)
+        if size == 0:
+            return rejected("empty_file", metric=Col.SRC_SIZE_BYTES, value=0, threshold=1, src_size_bytes=0)
+        return passed(src_size_bytes=size)
