@@ -47,6 +47,7 @@ class OutputConfig:
     shard_max_rows: int = 100_000
     compression: str = "zstd"
     compression_level: int = 3
+    keep_rejected_media: bool = False  # keep clip files of rejected clips (for inspection)
 
     def __post_init__(self) -> None:
         if self.shard_target_mb <= 0 or self.shard_max_rows < 1:
@@ -96,6 +97,14 @@ class Config:
         unknown = set(self.resources) - set(_default_resources())
         if unknown:
             raise ValueError(f"resources for unknown stages: {sorted(unknown)}")
+        missing = set(_default_resources()) - set(self.resources)
+        if missing:
+            raise ValueError(f"resources missing for stages: {sorted(missing)}")
+        clips = Path(self.cut.clips_dir)
+        if clips == Path(self.ingest.download_dir) or clips in Path(self.ingest.download_dir).parents:
+            raise ValueError("ingest.download_dir must not be inside cut.clips_dir (unreferenced clip files are pruned)")
+        if self.clip_length.min_clip_s > self.scene_cut.max_clip_s:
+            raise ValueError("clip_length.min_clip_s must not exceed scene_cut.max_clip_s")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

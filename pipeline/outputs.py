@@ -117,6 +117,26 @@ def write_outputs(out: Path, ledger_rows: pa.Table, output_config: Any) -> dict[
     return files
 
 
+def prune_media(out: Path, rows: pa.Table, clips_dir: str, keep_rejected: bool) -> int:
+    """Delete clip files no accepted row points at (rejected clips unless kept, and the
+    ``.part`` files a killed run left behind). Returns the number of files removed."""
+    root = out / clips_dir
+    if not root.is_dir():
+        return 0
+    keep = set()
+    for kind, state, path in zip(
+        rows.column(Col.KIND).to_pylist(), rows.column(Col.STATE).to_pylist(), rows.column(Col.MEDIA_PATH).to_pylist()
+    ):
+        if kind == Kind.CLIP and path and (state == State.ACCEPTED or keep_rejected):
+            keep.add((out / path).resolve())
+    removed = 0
+    for path in root.rglob("*"):
+        if path.is_file() and path.resolve() not in keep:
+            path.unlink()
+            removed += 1
+    return removed
+
+
 def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

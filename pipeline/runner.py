@@ -32,7 +32,7 @@ from pipeline.config import Config
 from pipeline.dag import STAGES, build_dataset
 from pipeline.funnel import FunnelRow, check_invariant, compute_funnel
 from pipeline.inputs import FileIdCache, plan_sources
-from pipeline.outputs import CONFIG_JSON, MANIFEST, write_json, write_outputs
+from pipeline.outputs import CONFIG_JSON, MANIFEST, prune_media, write_json, write_outputs
 from pipeline.staging import Staging, complete_sources
 from schemas import SCHEMA_VERSION, WORK_SCHEMA, Col, Kind, State, conform
 from stages.ffmpeg import ffmpeg_version
@@ -159,11 +159,12 @@ def _finish(
     inputs: Sequence[str],
 ) -> RunResult:
     planned_ids = {row[Col.ID] for row in plan}
-    rows = staging.load()
-    rows = rows.filter(pc.is_in(rows.column(Col.SOURCE_ID), value_set=pa.array(sorted(planned_ids))))
+    staged = staging.load()  # may hold sources of earlier runs with other inputs: kept, not reported
+    rows = staged.filter(pc.is_in(staged.column(Col.SOURCE_ID), value_set=pa.array(sorted(planned_ids))))
     funnel = compute_funnel(rows, [(s.name, s.unit) for s in STAGES], len(planned_ids))
     check_invariant(rows, funnel, planned_ids)
     files = write_outputs(out, rows, config.output)
+    num_pruned = prune_media(out, staged, config.cut.clips_dir, config.output.keep_rejected_media)
     counts: dict[str, dict[str, int]] = {Kind.SOURCE: {}, Kind.CLIP: {}}
     for kind, state in zip(rows.column(Col.KIND).to_pylist(), rows.column(Col.STATE).to_pylist()):
         counts[kind][state] = counts[kind].get(state, 0) + 1
@@ -178,6 +179,7 @@ def _finish(
             "inputs": list(inputs),
             "num_sources_planned": len(planned_ids),
             "num_sources_skipped_as_complete": num_skipped,
+            "num_media_files_pruned": num_pruned,
         },
         "config": config.to_dict(),
         "config_hashes": {s.name: config.stage_hash(s.name) for s in STAGES},

@@ -47,6 +47,10 @@ class CutConfig:
     timeout_s: float = 600.0  # per clip
 
     def __post_init__(self) -> None:
+        parts = os.path.normpath(self.clips_dir).split(os.sep)
+        if os.path.isabs(self.clips_dir) or parts[0] in (".", ".."):
+            # javis deletes unreferenced files in this folder: it must be a dedicated subfolder
+            raise ValueError(f"cut.clips_dir must be a relative subfolder like 'media/clips', got {self.clips_dir!r}")
         if not 0 <= self.crf <= 51:
             raise ValueError("cut.crf must be in [0, 51]")
         if self.audio_bitrate_kbps < 8 or self.threads < 0 or self.timeout_s <= 0:

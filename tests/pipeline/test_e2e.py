@@ -101,6 +101,12 @@ def test_shards_are_versioned_zstd_and_point_at_real_files(demo_run):
         assert 2.0 <= row[Col.CLIP_DURATION_S] <= 60.0
 
 
+def test_only_accepted_clips_keep_media_files(demo_run):
+    out, _, _ = demo_run
+    on_disk = {p.relative_to(out).as_posix() for p in (out / "media" / "clips").rglob("*") if p.is_file()}
+    assert on_disk == set(read_shards(out).column(Col.MEDIA_PATH).to_pylist())
+
+
 def test_rejections_record_stage_reason_value_threshold_and_config(demo_run):
     out, _, config = demo_run
     silent = pq.read_table(out / "rejections" / "sound" / "rejections.parquet").to_pylist()

@@ -1,0 +1,54 @@
+import json
+
+import pytest
+
+from pipeline.config import Config, load_config, parse_override
+
+
+def test_overrides_are_typed_and_nested():
+    assert parse_override("scene_cut.max_clip_s=30") == {"scene_cut": {"max_clip_s": 30}}
+    assert parse_override("ray.address=null") == {"ray": {"address": None}}
+    assert parse_override("resources.cut.num_cpus=0.5") == {"resources": {"cut": {"num_cpus": 0.5}}}
+    config = load_config(
+        "default", overrides=["scene_cut.detector=content", "sound.min_mean_dbfs=-50", "resources.cut.batch_size=8"]
+    )
+    assert config.scene_cut.detector == "content"
+    assert config.sound.min_mean_dbfs == -50
+    assert config.resources["cut"].batch_size == 8
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("scene_cut.detectr=content", "unknown keys"),
+        ("scene_cut.detector=magic", "detector"),
+        ("sound.min_mean_dbfs=10", "min_mean_dbfs"),
+        ("cut.clips_dir=../elsewhere", "clips_dir"),
+        ("cut.clips_dir=media", "download_dir"),
+        ("clip_length.min_clip_s=100", "min_clip_s"),
+        ("resources.nosuchstage.num_cpus=1", "unknown stages"),
+        ("ingest.date_after=2024-01-01", "YYYYMMDD"),
+        ("nodot", "section.key"),
+    ],
+)
+def test_bad_values_fail_before_any_work(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config("default", overrides=[override])
+
+
+def test_config_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("scene_cut:\n  max_clip_s: 20\nsound:\n  min_mean_dbfs: -55\n")
+    config = load_config("demo", path, ["sound.min_mean_dbfs=-45"])
+    assert config.scene_cut.max_clip_s == 20 and config.sound.min_mean_dbfs == -45
+    assert config.output.shard_max_rows == 4  # from the demo preset
+
+
+def test_resolved_config_round_trips_through_json_and_hashes_per_stage():
+    from pipeline.config import config_from_dict
+
+    config = load_config("default", overrides=["sound.min_mean_dbfs=-50"])
+    again = config_from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config
+    assert config.stage_hash("sound") != Config().stage_hash("sound")
+    assert config.stage_hash("cut") == Config().stage_hash("cut")

@@ -1,0 +1,49 @@
+from typing import ClassVar
+
+import pytest
+
+from schemas import Col, Kind, conform
+from stages.base import apply_stage, passed, rejected, source_row
+
+
+class _Halver:
+    """A toy stage: rejects odd sizes, fails on negative ones, emits a child for size 4."""
+
+    name: ClassVar[str] = "halver"
+    unit: ClassVar[str] = Kind.SOURCE
+    reasons: ClassVar[tuple[str, ...]] = ("odd",)
+    requires: ClassVar[tuple[str, ...]] = (Col.SRC_SIZE_BYTES,)
+    produces: ClassVar[tuple[str, ...]] = (Col.SRC_DURATION_S,)
+
+    def process(self, row):
+        size = row[Col.SRC_SIZE_BYTES]
+        if size < 0:
+            raise OSError("negative size")
+        if size % 2:
+            return rejected("odd", metric=Col.SRC_SIZE_BYTES, value=size, threshold=0, src_duration_s=0.5)
+        out = passed(src_duration_s=size / 2)
+        if size == 4:
+            out.children = [{Col.ID: "child", Col.KIND: Kind.CLIP, Col.SOURCE_ID: row[Col.ID]}]
+        return out
+
+
+def test_apply_stage_marks_rows_and_never_drops_any():
+    rows = [source_row(id=f"s{i}", input=str(i), src_size_bytes=size) for i, size in enumerate([2, 3, -1, 4])]
+    rows.append({**source_row(id="s9", input="9", src_size_bytes=3), Col.STATE: "rejected", Col.STAGE: "earlier"})
+    out = {r[Col.ID]: r for r in apply_stage(_Halver(), conform(rows), "h1").to_pylist()}
+    assert out["s0"][Col.STATE] == "pending" and out["s0"][Col.SRC_DURATION_S] == 1.0
+    assert (out["s1"][Col.STATE], out["s1"][Col.REASON], out["s1"][Col.CONFIG_HASH]) == ("rejected", "odd", "h1")
+    assert out["s1"][Col.SRC_DURATION_S] == 0.5  # scores are kept on rejected rows
+    assert (out["s2"][Col.STATE], out["s2"][Col.ERROR_TYPE], out["s2"][Col.STAGE]) == ("failed", "OSError", "halver")
+    assert out["s9"][Col.STAGE] == "earlier"  # rows decided upstream pass untouched
+    assert out["child"][Col.STATE] == "pending" and out["child"][Col.SOURCE_ID] == "s3"
+    assert len(out) == 6
+
+
+def test_undeclared_columns_and_reasons_are_bugs():
+    class Sloppy(_Halver):
+        def process(self, row):
+            return passed(src_title="not mine")
+
+    with pytest.raises(AssertionError, match="does not declare"):
+        apply_stage(Sloppy(), conform([source_row(id="s", input="x", src_size_bytes=2)]), "h")
