@@ -15,6 +15,7 @@ that ingest rejects as ``missing_file``; a search that fails becomes a ``failed`
 from __future__ import annotations
 
 import csv
+import dataclasses
 import glob
 import json
 import logging
@@ -35,12 +36,13 @@ MEDIA_EXTENSIONS = frozenset(
     ".mp4 .mkv .webm .mov .avi .m4v .flv .ts .mts .m2ts .mpg .mpeg .wmv .3gp .ogv .mxf".split()
 )
 LIST_EXTENSIONS = frozenset({".txt", ".csv", ".tsv"})
-_SEARCH_RE = re.compile(r"^[a-z0-9]*search(\d+|all|date)?:", re.IGNORECASE)
+_SEARCH_RE = re.compile(r"^[a-z0-9]*search(date)?(\d+|all)?:", re.IGNORECASE)
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 def is_search(text: str) -> bool:
-    return bool(_SEARCH_RE.match(text))
+    """A yt-dlp search (``ytsearch5:...``, ``nicosearchdate3:...``), unless a file has that name."""
+    return bool(_SEARCH_RE.match(text)) and not os.path.exists(text)
 
 
 def is_url(text: str) -> bool:
@@ -79,48 +81,61 @@ class FileIdCache:
 
 
 def _list_entries(path: str) -> list[str]:
-    """Entries of a URL list: a ``url`` column if the file has a header with one, else lines."""
-    with open(path, newline="", encoding="utf-8") as f:
-        text = f.read()
-    lines = [ln.strip() for ln in text.splitlines()]
+    """Entries of a URL list: a ``url`` column if the file has a header with one, else lines.
+    ``#`` starts a comment line; local paths are relative to the list's own folder."""
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel writes a byte-order mark
+        lines = [ln for ln in f.read().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    entries = [ln.strip() for ln in lines]
     if lines and path.lower().endswith((".csv", ".tsv")):
         delimiter = "\t" if path.lower().endswith(".tsv") else ","
-        reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
+        reader = csv.DictReader(lines, delimiter=delimiter)
         fields = [f.strip().lower() for f in reader.fieldnames or []]
         if "url" in fields:
             key = (reader.fieldnames or [])[fields.index("url")]
-            return [r[key].strip() for r in reader if r.get(key) and r[key].strip()]
-    return [ln for ln in lines if ln and not ln.startswith("#")]
+            entries = [r[key].strip() for r in reader if r.get(key) and r[key].strip()]
+    base = os.path.dirname(os.path.abspath(path))
+    return [e if is_url(e) or is_search(e) or os.path.isabs(e) else os.path.join(base, e) for e in entries]
 
 
 def _expand_local(text: str) -> list[str] | None:
-    """Files named by a folder or glob, or ``None`` if ``text`` is neither."""
+    """Files named by a folder (media files, recursively) or a glob, or ``None`` if neither."""
     if os.path.isdir(text):
-        found = [str(p) for p in sorted(Path(text).rglob("*")) if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS]
-        return found
+        return [str(p) for p in sorted(Path(text).rglob("*")) if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS]
     if _GLOB_CHARS.search(text) and not os.path.exists(text):
         return sorted(p for p in glob.glob(text, recursive=True) if os.path.isfile(p))
     return None
 
 
-def _iter_leaf_inputs(values: Iterable[str]) -> Iterable[str]:
+@dataclasses.dataclass(frozen=True)
+class _Leaf:
+    """One input after expansion; ``empty`` marks a folder, glob or list that named nothing."""
+
+    text: str
+    empty: bool = False
+
+
+def _iter_leaf_inputs(values: Iterable[str], open_lists: frozenset[str] = frozenset()) -> Iterable[_Leaf]:
     for value in values:
         value = value.strip()
         if not value:
             continue
         if is_url(value) or is_search(value):
-            yield value
-            continue
-        if os.path.isfile(value) and Path(value).suffix.lower() in LIST_EXTENSIONS:
-            yield from _iter_leaf_inputs(_list_entries(value))
-            continue
-        local = _expand_local(value)
-        if local is None:
-            yield value  # a file, or a path that does not exist (ingest rejects it)
-        elif not local:
-            log.warning("input %r matched no media files", value)
+            yield _Leaf(value)
+        elif os.path.isfile(value) and Path(value).suffix.lower() in LIST_EXTENSIONS:
+            key = os.path.realpath(value)
+            if key in open_lists:
+                raise ValueError(f"input list {value!r} includes itself")
+            entries = _list_entries(value)
+            yield from _iter_leaf_inputs(entries, open_lists | {key}) if entries else [_Leaf(value, empty=True)]
         else:
-            yield from local
+            local = _expand_local(value)
+            if local is None:
+                yield _Leaf(value)  # a file, or a path that does not exist (ingest rejects it)
+            elif not local:
+                log.warning("input %r matched no media files", value)
+                yield _Leaf(value, empty=True)
+            else:
+                yield from _iter_leaf_inputs(local, open_lists)
 
 
 def _search_rows(query: str, config: IngestConfig) -> list[dict[str, Any]]:
@@ -132,10 +147,34 @@ def _search_rows(query: str, config: IngestConfig) -> list[dict[str, Any]]:
         row = source_row(id=ids.source_id_for_text("search", query), input=query, src_query=query)
         mark_failed(row, "ingest", e, None)
         return [row]
-    return [
-        source_row(id=ids.source_id_for_url(url), input=url, src_url=url, src_query=query, src_title=title)
-        for url, title in hits
-    ]
+    rows = []
+    for url, title in hits:
+        try:
+            sid = ids.source_id_for_url(url)
+        except ValueError:
+            sid = ids.source_id_for_text("bad_url", url)
+        rows.append(source_row(id=sid, input=url, src_url=url, src_query=query, src_title=title))
+    return rows
+
+
+def _leaf_rows(leaf: _Leaf, config: IngestConfig, cache: FileIdCache) -> list[dict[str, Any]]:
+    text = leaf.text
+    if leaf.empty:  # recorded, so an auditor sees why a folder or list produced nothing
+        row = source_row(id=ids.source_id_for_text("empty", text), input=text)
+        row.update({Col.STATE: State.REJECTED, Col.STAGE: "ingest", Col.REASON: "no_media_found"})
+        return [row]
+    if is_search(text):
+        return _search_rows(text, config)
+    if is_url(text):
+        try:
+            sid = ids.source_id_for_url(text)
+        except ValueError:
+            sid = ids.source_id_for_text("bad_url", text)
+        return [source_row(id=sid, input=text, src_url=text)]
+    path = os.path.abspath(text)
+    if os.path.isfile(text):
+        return [source_row(id=ids.source_id_for_content(cache.sha256(text)), input=text, src_path=path)]
+    return [source_row(id=ids.source_id_for_text("path", path), input=text, src_path=path)]
 
 
 def plan_sources(
@@ -145,20 +184,7 @@ def plan_sources(
     cache = id_cache or FileIdCache(None)
     rows: list[dict[str, Any]] = []
     for leaf in _iter_leaf_inputs(values):
-        if is_search(leaf):
-            rows.extend(_search_rows(leaf, config))
-        elif is_url(leaf):
-            try:
-                sid = ids.source_id_for_url(leaf)
-            except ValueError:
-                sid = ids.source_id_for_text("bad_url", leaf)
-            rows.append(source_row(id=sid, input=leaf, src_url=leaf))
-        elif os.path.isfile(leaf):
-            sid = ids.source_id_for_content(cache.sha256(leaf))
-            rows.append(source_row(id=sid, input=leaf, src_path=os.path.abspath(leaf)))
-        else:
-            sid = ids.source_id_for_text("path", os.path.abspath(leaf))
-            rows.append(source_row(id=sid, input=leaf, src_path=os.path.abspath(leaf)))
+        rows.extend(_leaf_rows(leaf, config, cache))
     return _mark_duplicates(rows)
 
 
@@ -169,11 +195,12 @@ def _mark_duplicates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         sid = row[Col.ID]
+        where = row.get(Col.SRC_PATH) or row[Col.INPUT]  # a.mp4 and ./a.mp4 are one input
         if sid not in seen:
-            seen[sid] = row[Col.INPUT]
+            seen[sid] = where
             out.append(row)
             continue
-        if seen[sid] == row[Col.INPUT]:
+        if seen[sid] == where:
             continue  # the same input named twice: one source
         dup_id = ids.source_id_for_text("duplicate", f"{sid}:{row[Col.INPUT]}")
         out.append(

@@ -4,7 +4,8 @@ Input: pending source rows with ``src_path`` (a local file) or ``src_url`` (to d
 Output columns: ``src_path`` (local file), ``src_size_bytes`` and, for downloads, the source
 metadata yt-dlp reports (title, uploader, upload date, licence, duration, extractor).
 Reason codes: ``missing_file`` (local path gone), ``empty_file`` (zero bytes),
-``duplicate`` (same content as another input: set by input planning),
+``duplicate`` (same content as another input) and ``no_media_found`` (a folder, glob or list
+that named no media file): both set by input planning,
 ``filtered`` (yt-dlp's duration / size / date filters skipped the video).
 Download errors (HTTP errors, unsupported pages, time-outs) are ``failed`` and retried on the
 next run.
@@ -55,7 +56,7 @@ class Ingest:
 
     name: ClassVar[str] = "ingest"
     unit: ClassVar[str] = Kind.SOURCE
-    reasons: ClassVar[tuple[str, ...]] = ("missing_file", "empty_file", "duplicate", "filtered")
+    reasons: ClassVar[tuple[str, ...]] = ("missing_file", "empty_file", "duplicate", "filtered", "no_media_found")
     requires: ClassVar[tuple[str, ...]] = (Col.SRC_PATH, Col.SRC_URL)
     produces: ClassVar[tuple[str, ...]] = (
         Col.SRC_PATH,
