@@ -37,7 +37,6 @@ import logging
 import multiprocessing
 import os
 import re
-import shutil
 import signal
 import time
 from collections.abc import Mapping
@@ -45,6 +44,7 @@ from typing import Any
 
 from schemas import Col
 from stages.base import Outcome, Rejection, passed, rejected
+from stages.ffmpeg import ffmpeg_exe
 from stages.ingest import Ingest, IngestConfig
 
 log = logging.getLogger(__name__)
@@ -116,21 +116,6 @@ def max_filesize_bytes(config: IngestConfig) -> int | None:
     return None if config.max_filesize_mb is None else int(config.max_filesize_mb * 2**20)
 
 
-def _ffmpeg_location() -> str | None:
-    """FFmpeg for merging video+audio: the one on PATH, else the static build of imageio-ffmpeg
-    (fresh machines have no FFmpeg; without one yt-dlp cannot merge ``bv*+ba`` and aborts)."""
-    if shutil.which("ffmpeg"):
-        return None  # yt-dlp finds it itself
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        return None
-    try:
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except RuntimeError:
-        return None
-
-
 def ydl_options(source_id: str, download_dir: str, config: IngestConfig) -> dict[str, Any]:
     """yt-dlp options for one item. ``%`` in the folder is escaped: the template is formatted."""
     from yt_dlp.utils import DateRange
@@ -153,10 +138,10 @@ def ydl_options(source_id: str, download_dir: str, config: IngestConfig) -> dict
         "ratelimit": config.rate_limit_bytes_s,
         # A missing fragment must fail the download, not leave a silent hole in the file.
         "skip_unavailable_fragments": False,
+        # the same FFmpeg the cut uses: fresh machines have none on PATH, and without one yt-dlp
+        # cannot merge "bv*+ba" downloads
+        "ffmpeg_location": ffmpeg_exe(),
     }
-    ffmpeg = _ffmpeg_location()
-    if ffmpeg is not None:
-        options["ffmpeg_location"] = ffmpeg
     return options
 
 
