@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,8 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not verbose:  # Ray Data logs every execution plan at INFO; our progress bar says enough
+        os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

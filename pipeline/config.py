@@ -75,9 +75,11 @@ def _default_resources() -> dict[str, StageResources]:
         "ingest": StageResources(num_cpus=0.5, batch_size=1),  # network-bound
         "probe": StageResources(num_cpus=0.25, batch_size=1),
         "scene_cut": StageResources(num_cpus=1.0, batch_size=1),
-        "clip_length": StageResources(num_cpus=0.25, batch_size=16),
-        "cut": StageResources(num_cpus=1.0, batch_size=2),
-        "sound": StageResources(num_cpus=0.5, batch_size=4),
+        # batch size 1 for the spine: a batch leaves the pipeline (and is staged for resume) as
+        # soon as its source is done, instead of waiting for other sources bundled with it
+        "clip_length": StageResources(num_cpus=0.25, batch_size=1),
+        "cut": StageResources(num_cpus=1.0, batch_size=1),
+        "sound": StageResources(num_cpus=0.5, batch_size=1),
     }
 
 
@@ -102,7 +104,9 @@ class Config:
             raise ValueError(f"resources missing for stages: {sorted(missing)}")
         clips = Path(self.cut.clips_dir)
         if clips == Path(self.ingest.download_dir) or clips in Path(self.ingest.download_dir).parents:
-            raise ValueError("ingest.download_dir must not be inside cut.clips_dir (unreferenced clip files are pruned)")
+            raise ValueError(
+                "ingest.download_dir must not be inside cut.clips_dir (unreferenced clip files are pruned)"
+            )
         if self.clip_length.min_clip_s > self.scene_cut.max_clip_s:
             raise ValueError("clip_length.min_clip_s must not exceed scene_cut.max_clip_s")
 

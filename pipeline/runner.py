@@ -92,19 +92,41 @@ def _execute(pending: pa.Table, config: Config, out: Path, staging: Staging, sho
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = config.ray.progress_bars and show_progress
         ds = build_dataset(pending, config, str(out))
-        counts: Counter[str] = Counter()
+        tally = _Tally()
         with _progress(pending.num_rows, show_progress) as bar:
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 batch = _accept_pending(batch)
                 staging.write(batch)
-                kinds = batch.column(Col.KIND).to_pylist()
-                for kind, state in zip(kinds, batch.column(Col.STATE).to_pylist()):
-                    counts[f"{kind}s {state}"] += 1
-                bar.update(kinds.count(Kind.SOURCE))
-                bar.set_postfix_str(", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+                bar.update(tally.add(batch))
+                bar.set_postfix_str(tally.line(), refresh=False)
     finally:
         if started:
             ray.shutdown()
+
+
+class _Tally:
+    """Running counts for the progress line: accepted clips, then rejected/failed per stage."""
+
+    def __init__(self) -> None:
+        self.accepted: Counter[str] = Counter()
+        self.ended: Counter[tuple[str, str]] = Counter()
+
+    def add(self, batch: pa.Table) -> int:
+        cols = [batch.column(c).to_pylist() for c in (Col.KIND, Col.STATE, Col.STAGE)]
+        for kind, state, stage in zip(*cols):
+            if state == State.ACCEPTED:
+                self.accepted[kind] += 1
+            else:
+                self.ended[(state, stage)] += 1
+        return cols[0].count(Kind.SOURCE)
+
+    def line(self) -> str:
+        parts = [f"clips ok={self.accepted[Kind.CLIP]}"]
+        for state in (State.REJECTED, State.FAILED):
+            stages = [f"{stage}={n}" for (s, stage), n in sorted(self.ended.items()) if s == state]
+            if stages:
+                parts.append(f"{state}: " + " ".join(stages))
+        return " | ".join(parts)
 
 
 def _accept_pending(batch: pa.Table) -> pa.Table:
