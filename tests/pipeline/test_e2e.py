@@ -176,3 +176,16 @@ def test_rerun_is_a_no_op_with_identical_outputs(demo_run, samples):
     assert after.num_rows == before.num_rows
     assert sorted(after.column(Col.ID).to_pylist()) == sorted(before.column(Col.ID).to_pylist())
     assert read_shards(out).select([Col.ID, Col.MEDIA_SHA256]).to_pylist() == shards_before
+
+
+def test_embedded_media_makes_self_contained_shards(samples, ray_local, tmp_path):
+    config = load_config("demo", overrides=["ray.progress_bars=false", "cut.embed_media=true"])
+    run([str(samples / "three_scenes.mp4")], tmp_path, config, show_progress=False)
+    rows = read_shards(tmp_path).to_pylist()
+    assert len(rows) == 3
+    for row in rows:
+        assert row[Col.MEDIA_PATH] is None and len(row[Col.MEDIA_BYTES]) == row[Col.MEDIA_SIZE_BYTES]
+        assert hashlib.sha256(row[Col.MEDIA_BYTES]).hexdigest() == row[Col.MEDIA_SHA256]
+        assert row[Col.SOUND_MEAN_DBFS] > -60  # the sound stage read the embedded bytes
+    assert not list(tmp_path.rglob("*.mp4"))
+    assert Col.MEDIA_BYTES not in read_ledger(tmp_path).column_names  # the ledger stays small
