@@ -9,6 +9,7 @@ sizes come from ``Config.resources``.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,8 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("sound", Kind.CLIP, lambda c, out: Sound(c.sound, out)),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
+
+MAX_INPUT_BLOCKS = 2000
 
 #: Columns a source row has before any stage runs (set by input planning).
 PLANNED_COLUMNS = frozenset(
@@ -84,7 +87,10 @@ def build_dataset(rows: pa.Table, config: Config, output_dir: str) -> Any:
     import ray.data
 
     check_columns(config, output_dir)
-    ds = ray.data.from_arrow([rows.slice(i, 1) for i in range(rows.num_rows)])
+    # one block per source up to MAX_INPUT_BLOCKS (blocks are the unit of parallelism), then
+    # several sources per block so a million-source plan does not become a million objects
+    per_block = math.ceil(rows.num_rows / MAX_INPUT_BLOCKS) if rows.num_rows else 1
+    ds = ray.data.from_arrow([rows.slice(i, per_block) for i in range(0, rows.num_rows, per_block)])
     for spec in STAGES:
         res = config.resources[spec.name]
         common: dict[str, Any] = dict(

@@ -208,23 +208,14 @@ LEDGER_SCHEMA = _versioned([f for f in WORK_SCHEMA if f.name != Col.MEDIA_BYTES]
 #: ``rejections/<stage>/``: one row per rejected source or clip.
 REJECTION_SCHEMA = _versioned(
     [
-        _field(Col.ID, pa.string()),
-        _field(Col.KIND, pa.string()),
-        _field(Col.SOURCE_ID, pa.string()),
-        _field(Col.INPUT, pa.string()),
-        _field(Col.STAGE, pa.string()),
-        _field(Col.REASON, pa.string()),
-        _field(Col.METRIC, pa.string()),
-        _field(Col.VALUE, pa.float64()),
-        _field(Col.THRESHOLD, pa.float64()),
-        _field(Col.DETAIL, pa.string()),
-        _field(Col.CONFIG_HASH, pa.string()),
-        _field(Col.CLIP_START_S, pa.float64()),
-        _field(Col.CLIP_END_S, pa.float64()),
-        _field(Col.UPDATED_AT, pa.timestamp("us", tz="UTC")),
+        WORK_SCHEMA.field(name)
+        for name in (
+            Col.ID, Col.KIND, Col.SOURCE_ID, Col.INPUT, Col.STAGE, Col.REASON, Col.METRIC, Col.VALUE,
+            Col.THRESHOLD, Col.DETAIL, Col.CONFIG_HASH, Col.CLIP_START_S, Col.CLIP_END_S, Col.UPDATED_AT,
+        )
     ],
     "rejections",
-)
+)  # fmt: skip
 
 
 def schema_version(schema: pa.Schema) -> str | None:
