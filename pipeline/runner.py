@@ -187,6 +187,7 @@ def _finish(
     check_invariant(rows, funnel, planned_ids)
     files = write_outputs(out, rows, config.output)
     num_pruned = prune_media(out, staged, config.cut.clips_dir, config.output.keep_rejected_media)
+    staging.compact(staged)
     counts: dict[str, dict[str, int]] = {Kind.SOURCE: {}, Kind.CLIP: {}}
     for kind, state in zip(rows.column(Col.KIND).to_pylist(), rows.column(Col.STATE).to_pylist()):
         counts[kind][state] = counts[kind].get(state, 0) + 1

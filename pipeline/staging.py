@@ -30,6 +30,8 @@ class Staging:
     def __init__(self, work_dir: str | os.PathLike) -> None:
         self.parts_dir = Path(work_dir) / "parts"
         self.parts_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in self.parts_dir.glob(".part-*.tmp"):  # a write a kill interrupted
+            leftover.unlink()
 
     def write(self, table: pa.Table) -> Path:
         name = f"part-{uuid.uuid4().hex}.parquet"
@@ -38,6 +40,16 @@ class Staging:
         final = self.parts_dir / name
         os.replace(tmp, final)
         return final
+
+    def compact(self, rows: pa.Table) -> None:
+        """Replace all parts by one holding ``rows`` (the current rows): reruns stay fast.
+        The new part is written before the old ones go, so a kill in between loses nothing."""
+        old = sorted(self.parts_dir.glob("part-*.parquet"))
+        if len(old) <= 1:
+            return
+        self.write(rows)
+        for path in old:
+            path.unlink()
 
     def load(self) -> pa.Table:
         """Current rows: latest attempt per source, newest row per id."""
