@@ -51,6 +51,7 @@ class Col:
     VALUE = "value"
     THRESHOLD = "threshold"
     DETAIL = "detail"  # human-readable explanation of a rejection
+    BACKEND = "backend"  # the model or algorithm behind a decision, with its version / weights hash
     CONFIG_HASH = "config_hash"
     ERROR_TYPE = "error_type"
     ERROR_MESSAGE = "error_message"
@@ -108,6 +109,27 @@ class Col:
     # sound
     SOUND_MEAN_DBFS = "sound_mean_dbfs"
     SOUND_PEAK_DBFS = "sound_peak_dbfs"
+    # decode: frames and audio shared by the quality filters (transient: never written out)
+    DECODED = "decoded"
+    # aesthetic: the LAION score (production) or a signal-based image-quality score (CPU)
+    AESTHETIC_BACKEND = "aesthetic_backend"
+    AESTHETIC_LAION_MEAN = "aesthetic_laion_mean"  # LAION aesthetic predictor, 0-10
+    AESTHETIC_LAION_MIN = "aesthetic_laion_min"
+    AESTHETIC_IQ_MEAN = "aesthetic_iq_mean"  # image-quality score, 0-10 (not an aesthetic model)
+    AESTHETIC_IQ_MIN = "aesthetic_iq_min"
+    # motion
+    MOTION_BACKEND = "motion_backend"
+    MOTION_FLOW_MEAN = "motion_flow_mean"  # mean flow magnitude, normalised (see stages/motion.py)
+    MOTION_MOVING_FRACTION = "motion_moving_fraction"
+    # ocr
+    OCR_BACKEND = "ocr_backend"
+    OCR_NUM_REGIONS = "ocr_num_regions"  # most text regions in one sampled frame
+    OCR_TEXT_AREA_FRACTION = "ocr_text_area_fraction"  # largest text-covered fraction of a frame
+    # speech
+    SPEECH_BACKEND = "speech_backend"
+    SPEECH_RATIO = "speech_ratio"  # speech seconds / clip seconds
+    SPEECH_LONGEST_S = "speech_longest_s"
+    SPEECH_MUSIC_RATIO = "speech_music_ratio"  # music seconds / clip seconds, where the backend tags music
 
 
 def _field(name: str, dtype: pa.DataType, metric: bool = False) -> pa.Field:
@@ -126,6 +148,7 @@ _LEDGER_FIELDS = [
     _field(Col.VALUE, pa.float64()),
     _field(Col.THRESHOLD, pa.float64()),
     _field(Col.DETAIL, pa.string()),
+    _field(Col.BACKEND, pa.string()),
     _field(Col.CONFIG_HASH, pa.string()),
     _field(Col.ERROR_TYPE, pa.string()),
     _field(Col.ERROR_MESSAGE, pa.string()),
@@ -184,6 +207,22 @@ _CLIP_FIELDS = [
     _field(Col.CUT_AV_DIFF_S, pa.float64(), metric=True),
     _field(Col.SOUND_MEAN_DBFS, pa.float64(), metric=True),
     _field(Col.SOUND_PEAK_DBFS, pa.float64(), metric=True),
+    _field(Col.DECODED, pa.large_binary()),
+    _field(Col.AESTHETIC_BACKEND, pa.string()),
+    _field(Col.AESTHETIC_LAION_MEAN, pa.float64(), metric=True),
+    _field(Col.AESTHETIC_LAION_MIN, pa.float64(), metric=True),
+    _field(Col.AESTHETIC_IQ_MEAN, pa.float64(), metric=True),
+    _field(Col.AESTHETIC_IQ_MIN, pa.float64(), metric=True),
+    _field(Col.MOTION_BACKEND, pa.string()),
+    _field(Col.MOTION_FLOW_MEAN, pa.float64(), metric=True),
+    _field(Col.MOTION_MOVING_FRACTION, pa.float64(), metric=True),
+    _field(Col.OCR_BACKEND, pa.string()),
+    _field(Col.OCR_NUM_REGIONS, pa.int32(), metric=True),
+    _field(Col.OCR_TEXT_AREA_FRACTION, pa.float64(), metric=True),
+    _field(Col.SPEECH_BACKEND, pa.string()),
+    _field(Col.SPEECH_RATIO, pa.float64(), metric=True),
+    _field(Col.SPEECH_LONGEST_S, pa.float64(), metric=True),
+    _field(Col.SPEECH_MUSIC_RATIO, pa.float64(), metric=True),
 ]
 
 
@@ -199,10 +238,12 @@ def _versioned(fields: list[pa.Field], table: str) -> pa.Schema:
 
 #: Every column a row can carry while it moves through the pipeline.
 WORK_SCHEMA = _versioned(_LEDGER_FIELDS + _SOURCE_FIELDS + _CLIP_FIELDS, "work")
+_TRANSIENT = (Col.DECODED,)
+
 #: ``sources/``: one row per source video (no clip columns).
 SOURCE_SCHEMA = _versioned(_LEDGER_FIELDS + _SOURCE_FIELDS, "sources")
 #: ``shards/``: accepted clips with their source metadata.
-CLIP_SCHEMA = _versioned(_LEDGER_FIELDS + _SOURCE_FIELDS + _CLIP_FIELDS, "clips")
+CLIP_SCHEMA = _versioned([f for f in WORK_SCHEMA if f.name not in _TRANSIENT], "clips")
 #: ``ledger/``: every source and clip with its terminal state and all raw scores (no media bytes).
 LEDGER_SCHEMA = _versioned([f for f in WORK_SCHEMA if f.name != Col.MEDIA_BYTES], "ledger")
 #: ``rejections/<stage>/``: one row per rejected source or clip.
@@ -211,7 +252,7 @@ REJECTION_SCHEMA = _versioned(
         WORK_SCHEMA.field(name)
         for name in (
             Col.ID, Col.KIND, Col.SOURCE_ID, Col.INPUT, Col.STAGE, Col.REASON, Col.METRIC, Col.VALUE,
-            Col.THRESHOLD, Col.DETAIL, Col.CONFIG_HASH, Col.CLIP_START_S, Col.CLIP_END_S, Col.UPDATED_AT,
+            Col.THRESHOLD, Col.DETAIL, Col.BACKEND, Col.CONFIG_HASH, Col.CLIP_START_S, Col.CLIP_END_S, Col.UPDATED_AT,
         )
     ],
     "rejections",

@@ -98,6 +98,7 @@ def _finish(row: dict[str, Any], stage: Stage, outcome: Outcome, config_hash: st
                 Col.VALUE: None if r.value is None else float(r.value),
                 Col.THRESHOLD: None if r.threshold is None else float(r.threshold),
                 Col.DETAIL: r.detail,
+                Col.BACKEND: getattr(stage, "backend_id", None),
                 Col.CONFIG_HASH: config_hash,
                 Col.UPDATED_AT: now_utc(),
             }

@@ -1,0 +1,185 @@
+"""decode: one decode per clip, shared by every quality filter.
+
+Each filter states what it needs as a :class:`FrameNeed` (frames at relative positions or at a
+fixed rate in seconds, a maximum size, colour or grey) and whether it needs audio. This stage
+decodes the clip once, front to back, converts and downscales only the frames someone asked
+for (libswscale, in PyAV), resamples the audio once to 16 kHz mono float, and stores all of it
+in the transient ``decoded`` column as an ``.npz`` blob. The filters read that column instead
+of opening the file; the pipeline drops it after the last filter, so it never reaches the
+outputs.
+
+A frame "at time t" is the frame on screen at t: the last frame whose timestamp is <= t.
+Memory: at most one decoded frame is held besides the requested (downscaled) ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import av
+import numpy as np
+
+from schemas import Col, Kind
+from stages.base import Outcome, passed
+
+AUDIO_RATE_HZ = 16_000  # what speech and audio models expect
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameNeed:
+    """Frames one filter wants, stored under its ``name``."""
+
+    name: str
+    positions: tuple[float, ...] = ()  # relative positions in the clip, each in [0, 1]
+    fps: float | None = None  # or: one frame every 1/fps seconds, from t = 0
+    max_side: int = 512  # downscale (aspect kept) so the longer side is at most this
+    gray: bool = False  # one channel (luma) instead of RGB
+
+    def __post_init__(self) -> None:
+        if bool(self.positions) == (self.fps is not None):
+            raise ValueError(f"frame need {self.name!r}: give either positions or fps")
+        if any(not 0.0 <= p <= 1.0 for p in self.positions):
+            raise ValueError(f"frame need {self.name!r}: positions must be in [0, 1]")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"frame need {self.name!r}: fps must be > 0")
+        if self.max_side < 16:
+            raise ValueError(f"frame need {self.name!r}: max_side must be >= 16")
+
+    def times_s(self, duration_s: float) -> np.ndarray:
+        last = max(0.0, duration_s - 1e-3)  # a position of 1.0 means the last frame
+        if self.positions:
+            return np.minimum(np.asarray(self.positions, dtype=np.float64) * duration_s, last)
+        return np.arange(0.0, max(duration_s, 1e-3), 1.0 / self.fps, dtype=np.float64)
+
+
+def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Even dimensions no larger than the source, longer side <= ``max_side``."""
+    scale = min(1.0, max_side / max(width, height))
+    return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
+
+
+@dataclasses.dataclass
+class DecodedClip:
+    duration_s: float
+    frames: dict[str, np.ndarray]  # name -> (N, H, W, 3) uint8 RGB, or (N, H, W) when gray
+    frame_times_s: dict[str, np.ndarray]  # name -> (N,) seconds from the clip's start
+    audio: np.ndarray | None  # (S,) float32 mono in [-1, 1] at AUDIO_RATE_HZ, None without audio
+
+    def to_bytes(self) -> bytes:
+        arrays: dict[str, np.ndarray] = {"duration_s": np.asarray(self.duration_s)}
+        for name, frames in self.frames.items():
+            arrays[f"frames/{name}"] = frames
+            arrays[f"times/{name}"] = self.frame_times_s[name]
+        if self.audio is not None:
+            arrays["audio"] = self.audio
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)  # uncompressed: it lives seconds, compression costs CPU
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DecodedClip:
+        with np.load(io.BytesIO(data)) as z:
+            frames = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("frames/")}
+            times = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("times/")}
+            audio = z["audio"] if "audio" in z.files else None
+            return cls(float(z["duration_s"]), frames, times, audio)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> DecodedClip:
+        data = row.get(Col.DECODED)
+        if data is None:
+            raise ValueError("row has no decoded media: is the decode stage in the pipeline before this filter?")
+        return cls.from_bytes(data)
+
+
+def _convert(frame: av.VideoFrame, need: FrameNeed) -> np.ndarray:
+    width, height = scaled_size(frame.width, frame.height, need.max_side)
+    fmt = "gray" if need.gray else "rgb24"
+    return frame.reformat(width=width, height=height, format=fmt).to_ndarray()
+
+
+def _decode_video(container: Any, needs: Sequence[FrameNeed], duration_s: float) -> dict[str, list]:
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    targets = {n.name: list(n.times_s(duration_s)) for n in needs}
+    picked: dict[str, list[tuple[float, np.ndarray]]] = {n.name: [] for n in needs}
+    start = None
+    previous: tuple[float, av.VideoFrame] | None = None
+
+    def assign_until(t_limit: float, candidate: tuple[float, av.VideoFrame]) -> None:
+        for need in needs:
+            pending = targets[need.name]
+            while pending and pending[0] < t_limit:
+                picked[need.name].append((candidate[0], _convert(candidate[1], need)))
+                pending.pop(0)
+
+    for frame in container.decode(stream):
+        if frame.pts is None:
+            continue
+        t = float(frame.pts * frame.time_base)
+        start = t if start is None else start
+        current = (t - start, frame)
+        # targets before this frame's time are shown by the previous frame (or this one, if first)
+        assign_until(current[0], previous or current)
+        previous = current
+    if previous is not None:
+        assign_until(float("inf"), previous)
+    return picked
+
+
+def _decode_audio(container: Any) -> np.ndarray | None:
+    if not container.streams.audio:
+        return None
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE_HZ)
+    chunks = []
+    for frame in container.decode(container.streams.audio[0]):
+        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+
+
+def decode_clip(media: str | bytes, needs: Sequence[FrameNeed], audio: bool, duration_s: float) -> DecodedClip:
+    """Decode ``media`` once: the frames each need asks for, and 16 kHz mono audio."""
+    names = [n.name for n in needs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate frame need names: {names}")
+    source = io.BytesIO(media) if isinstance(media, bytes) else media
+    picked: dict[str, list] = {n.name: [] for n in needs}
+    samples = None
+    if needs:
+        with av.open(source) as container:
+            picked = _decode_video(container, needs, duration_s)
+    if audio:
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        with av.open(source) as container:
+            samples = _decode_audio(container)
+    frames = {
+        name: np.stack([f for _, f in got]) if got else np.zeros((0, 0, 0), np.uint8) for name, got in picked.items()
+    }
+    times = {name: np.asarray([t for t, _ in got], dtype=np.float64) for name, got in picked.items()}
+    return DecodedClip(duration_s, frames, times, samples)
+
+
+class Decode:
+    """See the module docstring. Input: clip rows with a written clip; output: ``decoded``."""
+
+    name: ClassVar[str] = "decode"
+    unit: ClassVar[str] = Kind.CLIP
+    reasons: ClassVar[tuple[str, ...]] = ()
+    requires: ClassVar[tuple[str, ...]] = (Col.MEDIA_PATH, Col.MEDIA_BYTES, Col.CUT_VIDEO_DURATION_S)
+    produces: ClassVar[tuple[str, ...]] = (Col.DECODED,)
+
+    def __init__(self, needs: Sequence[FrameNeed], audio: bool, output_dir: str) -> None:
+        self.needs = tuple(needs)
+        self.audio = audio
+        self.output_dir = output_dir
+
+    def process(self, row: dict[str, Any]) -> Outcome:
+        media = row[Col.MEDIA_BYTES] or os.path.join(self.output_dir, row[Col.MEDIA_PATH])
+        decoded = decode_clip(media, self.needs, self.audio, row[Col.CUT_VIDEO_DURATION_S])
+        return passed(decoded=decoded.to_bytes())
