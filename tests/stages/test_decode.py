@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from schemas import Col
+from stages.decode import AUDIO_RATE_HZ, Decode, DecodedClip, FrameNeed, decode_clip, scaled_size
+
+
+def test_frame_need_times():
+    assert FrameNeed("a", positions=(0.0, 0.5, 1.0)).times_s(10.0) == pytest.approx([0.0, 5.0, 9.999])
+    assert FrameNeed("m", fps=4).times_s(1.0) == pytest.approx([0.0, 0.25, 0.5, 0.75])
+    with pytest.raises(ValueError):
+        FrameNeed("x")
+    with pytest.raises(ValueError):
+        FrameNeed("x", positions=(0.5,), fps=2)
+    with pytest.raises(ValueError):
+        FrameNeed("x", positions=(1.5,))
+
+
+def test_scaled_size_keeps_aspect_and_never_upscales():
+    assert scaled_size(1920, 1080, 256) == (256, 144)
+    assert scaled_size(320, 240, 512) == (320, 240)
+    assert scaled_size(1080, 1920, 960) == (540, 960)
+
+
+def test_one_pass_serves_every_need(samples):
+    needs = [
+        FrameNeed("a", positions=(0.1, 0.5, 0.9), max_side=160),
+        FrameNeed("m", fps=2, max_side=64, gray=True),
+    ]
+    decoded = decode_clip(str(samples / "three_scenes.mp4"), needs, audio=True, duration_s=10.0)
+    assert decoded.frames["a"].shape == (3, 120, 160, 3) and decoded.frames["a"].dtype == np.uint8
+    assert decoded.frames["m"].shape == (20, 48, 64)
+    assert decoded.frame_times_s["a"] == pytest.approx([1.0, 5.0, 9.0])
+    # the frame on screen at k * 0.5 s (25 fps: frames every 40 ms)
+    assert decoded.frame_times_s["m"] == pytest.approx(np.floor(np.arange(20) * 0.5 / 0.04 + 1e-9) * 0.04)
+    # the three scenes are different test patterns: frames from different scenes differ
+    a = decoded.frames["a"].astype(np.float32)
+    assert np.abs(a[0] - a[1]).mean() > 10 and np.abs(a[1] - a[2]).mean() > 10
+    assert len(decoded.audio) == pytest.approx(10 * AUDIO_RATE_HZ, rel=0.01)
+    assert decoded.audio.dtype == np.float32 and 0.02 < np.abs(decoded.audio).max() < 0.05  # -30 dBFS tone
+    again = DecodedClip.from_bytes(decoded.to_bytes())
+    assert np.array_equal(again.frames["m"], decoded.frames["m"]) and again.duration_s == 10.0
+
+
+def test_variable_frame_rate_uses_timestamps(samples):
+    import av
+
+    with av.open(str(samples / "vfr.mp4")) as c:
+        pts = sorted(float(f.pts * f.time_base) for f in c.decode(video=0))
+    assert max(np.diff(pts)) > 1.5 * min(np.diff(pts))  # the sample really is VFR
+    decoded = decode_clip(str(samples / "vfr.mp4"), [FrameNeed("m", fps=10, max_side=32, gray=True)], False, 3.96)
+    targets = np.arange(40) * 0.1
+    on_screen = [max(p for p in pts if p <= t + 1e-9) - pts[0] for t in targets]  # a frame "at t"
+    assert decoded.frame_times_s["m"] == pytest.approx(on_screen)
+    assert decoded.audio is None
+
+
+def test_decode_stage_reads_files_and_embedded_bytes(samples):
+    stage = Decode([FrameNeed("a", positions=(0.5,), max_side=64)], audio=False, output_dir=str(samples))
+    from_file = stage.process({Col.MEDIA_BYTES: None, Col.MEDIA_PATH: "rotated.mp4", Col.CUT_VIDEO_DURATION_S: 3.0})
+    data = (samples / "rotated.mp4").read_bytes()
+    from_bytes = stage.process({Col.MEDIA_BYTES: data, Col.MEDIA_PATH: None, Col.CUT_VIDEO_DURATION_S: 3.0})
+    a = DecodedClip.from_bytes(from_file.columns[Col.DECODED]).frames["a"]
+    b = DecodedClip.from_bytes(from_bytes.columns[Col.DECODED]).frames["a"]
+    assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="decode stage"):
+        DecodedClip.from_row({Col.DECODED: None})
