@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from pipeline.dag import STAGES
 from pipeline.funnel import compute_funnel
-from pipeline.outputs import read_ledger
+from pipeline.outputs import MANIFEST, read_ledger
 from schemas import Col, Kind, State, metric_columns
 
 
@@ -51,15 +51,22 @@ def item(row: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
     }
 
 
-def funnel_json(ledger: pa.Table) -> list[dict[str, Any]]:
+def _stages_of(out: str | Path) -> list[tuple[str, str]]:
+    """The stages the run had, in order (from its manifest; every known stage without one)."""
+    manifest = Path(out) / MANIFEST
+    if manifest.exists():
+        return [(f["stage"], f["unit"]) for f in json.loads(manifest.read_text())["funnel"]]
+    return [(s.name, s.unit) for s in STAGES]
+
+
+def funnel_json(ledger: pa.Table, stages: list[tuple[str, str]]) -> list[dict[str, Any]]:
     num_sources = sum(1 for k in ledger.column(Col.KIND).to_pylist() if k == Kind.SOURCE)
-    rows = compute_funnel(ledger, [(s.name, s.unit) for s in STAGES], num_sources)
-    return [r.to_json() for r in rows]
+    return [r.to_json() for r in compute_funnel(ledger, stages, num_sources)]
 
 
 def audit_json(out: str | Path, with_items: bool = False, only_id: str | None = None) -> dict[str, Any]:
     ledger = read_ledger(out)
-    result: dict[str, Any] = {"funnel": funnel_json(ledger)}
+    result: dict[str, Any] = {"funnel": funnel_json(ledger, _stages_of(out))}
     if with_items or only_id:
         metrics = metric_columns(ledger.schema)
         rows = ledger.to_pylist()

@@ -112,6 +112,25 @@ def demo(output, preset, config_path, overrides, address, num_cpus, quiet, verbo
 
 @main.command()
 @click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.option("--set", "overrides", multiple=True, required=True, metavar="SECTION.KEY=VALUE",
+              help="A new threshold, e.g. --set motion.min_flow=0.05. Repeatable.")  # fmt: skip
+@click.option("--dry-run", is_flag=True, help="Print the new funnel without writing anything.")
+def refilter(output, overrides, dry_run) -> None:
+    """Re-apply thresholds to a finished run from its stored scores (no decoding)."""
+    from pipeline.audit import format_funnel
+    from pipeline.refilter import refilter as run_refilter
+
+    try:
+        funnel = run_refilter(output, list(overrides), dry_run=dry_run)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(format_funnel([f.to_json() for f in funnel]))
+    if not dry_run:
+        click.echo(f"\nrewrote the outputs of {output}; clips marked NeedsRescore are computed by the next `javis run`")
+
+
+@main.command()
+@click.argument("output", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable contract).")
 @click.option("--items", is_flag=True, help="With --json: one entry per source and clip.")
 @click.option("--clip", "clip_id", default=None, help="Explain one clip.")

@@ -208,5 +208,13 @@ def load_config(
     return _build(Config, values, "config")
 
 
+def load_config_over(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """``config`` with ``section.key=value`` overrides applied, validated again."""
+    values = config.to_dict()
+    for text in overrides:
+        values = _deep_merge(values, parse_override(text))
+    return _build(Config, values, "config")
+
+
 def config_from_dict(values: Mapping[str, Any]) -> Config:
     return _build(Config, values, "config")

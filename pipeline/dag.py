@@ -31,6 +31,10 @@ class StageSpec:
     unit: str
     build: Callable[[Config, str], Stage]  # (config, output_dir) -> stage instance
     stateful: bool = False  # loads a model: run in an actor pool, built once per actor
+    # re-thresholding from stored scores (javis refilter): the stage's pure decision function
+    # and the column that says the stage scored a row
+    decide: Callable[[Any, dict[str, Any]], Any] | None = None
+    ran_column: str | None = None
 
 
 STAGES: tuple[StageSpec, ...] = (
@@ -49,6 +53,11 @@ MAX_INPUT_BLOCKS = 2000
 PLANNED_COLUMNS = frozenset(
     {Col.ID, Col.KIND, Col.SOURCE_ID, Col.INPUT, Col.SRC_URL, Col.SRC_PATH, Col.SRC_QUERY, Col.SRC_TITLE}
 )
+
+
+def active_stages(config: Config) -> list[StageSpec]:
+    """The stages this config runs, in order."""
+    return list(STAGES)
 
 
 def check_columns(config: Config, output_dir: str) -> None:

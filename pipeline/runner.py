@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from pipeline import __version__
 from pipeline.config import Config
-from pipeline.dag import STAGES, build_dataset
+from pipeline.dag import STAGES, active_stages, build_dataset
 from pipeline.funnel import FunnelRow, check_invariant, compute_funnel
 from pipeline.inputs import FileIdCache, plan_sources
 from pipeline.outputs import CONFIG_JSON, MANIFEST, prune_media, write_json, write_outputs
@@ -183,7 +183,8 @@ def _finish(
     planned_ids = {row[Col.ID] for row in plan}
     staged = staging.load()  # may hold sources of earlier runs with other inputs: kept, not reported
     rows = staged.filter(pc.is_in(staged.column(Col.SOURCE_ID), value_set=pa.array(sorted(planned_ids))))
-    funnel = compute_funnel(rows, [(s.name, s.unit) for s in STAGES], len(planned_ids))
+    specs = active_stages(config)
+    funnel = compute_funnel(rows, [(s.name, s.unit) for s in specs], len(planned_ids))
     check_invariant(rows, funnel, planned_ids)
     files = write_outputs(out, rows, config.output)
     num_pruned = prune_media(out, staged, config.cut.clips_dir, config.output.keep_rejected_media)
@@ -205,7 +206,9 @@ def _finish(
             "num_media_files_pruned": num_pruned,
         },
         "config": config.to_dict(),
-        "config_hashes": {s.name: config.stage_hash(s.name) for s in STAGES},
+        "stages": [s.name for s in specs],
+        "disabled_stages": [s.name for s in STAGES if s not in specs],
+        "config_hashes": {s.name: config.stage_hash(s.name) for s in specs},
         "versions": library_versions(),
         "funnel": [row.to_json() for row in funnel],
         "counts": counts,
