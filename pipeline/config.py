@@ -16,11 +16,14 @@ from typing import Any
 
 import yaml
 
+from stages.aesthetic import AestheticConfig
 from stages.cut import CutConfig
 from stages.ingest import IngestConfig
+from stages.motion import MotionConfig
 from stages.probe import ProbeConfig
 from stages.scene_cut import ClipLengthConfig, SceneCutConfig
 from stages.sound import SoundConfig
+from stages.speech import SpeechConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +83,12 @@ def _default_resources() -> dict[str, StageResources]:
         "clip_length": StageResources(num_cpus=0.25, batch_size=1),
         "cut": StageResources(num_cpus=1.0, batch_size=1),
         "sound": StageResources(num_cpus=0.5, batch_size=1),
+        "decode": StageResources(num_cpus=1.0, batch_size=1),
+        # filters load a model once per actor; a quarter CPU each keeps four pools plus the
+        # spine's tasks schedulable on a 2-core laptop (Ray Data hangs when actors hold every CPU)
+        "aesthetic": StageResources(num_cpus=0.25, batch_size=1, max_concurrency=1),
+        "motion": StageResources(num_cpus=0.25, batch_size=1, max_concurrency=1),
+        "speech": StageResources(num_cpus=0.25, batch_size=1, max_concurrency=1),
     }
 
 
@@ -91,6 +100,9 @@ class Config:
     clip_length: ClipLengthConfig = dataclasses.field(default_factory=ClipLengthConfig)
     cut: CutConfig = dataclasses.field(default_factory=CutConfig)
     sound: SoundConfig = dataclasses.field(default_factory=SoundConfig)
+    aesthetic: AestheticConfig = dataclasses.field(default_factory=AestheticConfig)
+    motion: MotionConfig = dataclasses.field(default_factory=MotionConfig)
+    speech: SpeechConfig = dataclasses.field(default_factory=SpeechConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
     resources: dict[str, StageResources] = dataclasses.field(default_factory=_default_resources)
@@ -115,8 +127,8 @@ class Config:
 
     def stage_hash(self, stage: str) -> str:
         """Hash of one stage's section: recorded with every decision that stage makes."""
-        section = getattr(self, stage)
-        text = json.dumps(dataclasses.asdict(section), sort_keys=True)
+        section = getattr(self, stage, None)
+        text = json.dumps(dataclasses.asdict(section) if section is not None else stage, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -124,8 +136,23 @@ class Config:
 
 
 def preset_default() -> Config:
-    """Paper settings: 2-60 s clips, AdaptiveDetector, near-silence below -60 dBFS."""
+    """Paper settings: 2-60 s clips, AdaptiveDetector, near-silence below -60 dBFS, and the
+    quality filters (aesthetic, motion, speech, OCR) on their CPU backends."""
     return Config()
+
+
+def _without_filters(config: Config) -> Config:
+    return dataclasses.replace(
+        config,
+        aesthetic=dataclasses.replace(config.aesthetic, enabled=False),
+        motion=dataclasses.replace(config.motion, enabled=False),
+        speech=dataclasses.replace(config.speech, enabled=False),
+    )
+
+
+def preset_spine() -> Config:
+    """Only the spine (ingest, probe, scene cut, cut, sound check): no quality filters."""
+    return _without_filters(Config())
 
 
 def preset_demo() -> Config:
@@ -137,7 +164,17 @@ def preset_demo() -> Config:
     )
 
 
-PRESETS: dict[str, Callable[[], Config]] = {"default": preset_default, "demo": preset_demo}
+def preset_demo_spine() -> Config:
+    """The demo settings without the quality filters."""
+    return _without_filters(preset_demo())
+
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    "default": preset_default,
+    "spine": preset_spine,
+    "demo": preset_demo,
+    "demo-spine": preset_demo_spine,
+}
 
 
 # ---- building from dicts, files and overrides ------------------------------------------------

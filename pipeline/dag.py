@@ -4,6 +4,11 @@ Stages are plain classes (``stages/``). Here each becomes a ``map_batches`` call
 ``pyarrow`` batches of work rows: a task per batch for stateless CPU work, an actor pool for
 stages that load a model once (``StageSpec.stateful``) or ask for GPUs. Resources and batch
 sizes come from ``Config.resources``.
+
+Order: the spine (ingest -> probe -> scene_cut -> clip_length -> cut -> sound), then, when any
+quality filter is enabled, ``decode`` (one decode per clip, shared) and the enabled filters,
+cheapest first (measured in ``bench/``), so the costly ones only see clips that can still pass.
+The transient decoded media is dropped right after the last filter.
 """
 
 from __future__ import annotations
@@ -17,24 +22,60 @@ import pyarrow as pa
 
 from pipeline.config import Config
 from schemas import Col, Kind
-from stages.base import Stage, apply_stage
+from stages import aesthetic, motion, speech
+from stages.base import Rejection, Stage, apply_stage
 from stages.cut import Cut
+from stages.decode import Decode
 from stages.ingest import Ingest
 from stages.probe import Probe
 from stages.scene_cut import ClipLength, SceneCut
 from stages.sound import Sound
 
+MAX_INPUT_BLOCKS = 2000
+
 
 @dataclasses.dataclass(frozen=True)
 class StageSpec:
-    name: str  # also the name of the stage's config section
+    name: str  # also the name of the stage's config section (and of its resources entry)
     unit: str
     build: Callable[[Config, str], Stage]  # (config, output_dir) -> stage instance
     stateful: bool = False  # loads a model: run in an actor pool, built once per actor
+    enabled: Callable[[Config], bool] = lambda c: True
     # re-thresholding from stored scores (javis refilter): the stage's pure decision function
     # and the column that says the stage scored a row
-    decide: Callable[[Any, dict[str, Any]], Any] | None = None
+    decide: Callable[[Any, dict[str, Any]], Rejection | None] | None = None
     ran_column: str | None = None
+
+
+# quality filters, cheapest first: (config section, stage class, decide, column set on every scored row)
+FILTERS: tuple[tuple[str, Any, Callable, str], ...] = (
+    ("aesthetic", aesthetic.Aesthetic, aesthetic.decide, Col.AESTHETIC_BACKEND),
+    ("motion", motion.Motion, motion.decide, Col.MOTION_BACKEND),
+    ("speech", speech.Speech, speech.decide, Col.SPEECH_BACKEND),
+)
+
+
+def _enabled_filters(config: Config) -> list[tuple[str, Any]]:
+    return [(name, cls) for name, cls, _, _ in FILTERS if getattr(config, name).enabled]
+
+
+def _build_decode(config: Config, output_dir: str) -> Decode:
+    filters = _enabled_filters(config)
+    needs = [n for name, cls in filters if (n := cls.frame_need(getattr(config, name))) is not None]
+    audio = any(cls.needs_audio(getattr(config, name)) for name, cls in filters)
+    return Decode(needs, audio, output_dir)
+
+
+def _filter_spec(name: str, cls: Any, decide: Callable, ran_column: str) -> StageSpec:
+    return StageSpec(
+        name,
+        Kind.CLIP,
+        lambda c, out: cls(getattr(c, name)),
+        stateful=True,
+        enabled=lambda c: getattr(c, name).enabled,
+        decide=decide,
+        ran_column=ran_column,
+    )
 
 
 STAGES: tuple[StageSpec, ...] = (
@@ -44,10 +85,10 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("clip_length", Kind.CLIP, lambda c, out: ClipLength(c.clip_length)),
     StageSpec("cut", Kind.CLIP, lambda c, out: Cut(c.cut, out)),
     StageSpec("sound", Kind.CLIP, lambda c, out: Sound(c.sound, out)),
+    StageSpec("decode", Kind.CLIP, _build_decode, enabled=lambda c: bool(_enabled_filters(c))),
+    *(_filter_spec(*f) for f in FILTERS),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
-
-MAX_INPUT_BLOCKS = 2000
 
 #: Columns a source row has before any stage runs (set by input planning).
 PLANNED_COLUMNS = frozenset(
@@ -57,13 +98,13 @@ PLANNED_COLUMNS = frozenset(
 
 def active_stages(config: Config) -> list[StageSpec]:
     """The stages this config runs, in order."""
-    return list(STAGES)
+    return [s for s in STAGES if s.enabled(config)]
 
 
 def check_columns(config: Config, output_dir: str) -> None:
     """Fail at build time if a stage reads a column no upstream stage produces."""
     available = set(PLANNED_COLUMNS)
-    for spec in STAGES:
+    for spec in active_stages(config):
         stage = spec.build(config, output_dir)
         if stage.name != spec.name or stage.unit != spec.unit:
             raise AssertionError(f"stage spec {spec.name} does not match its class {type(stage).__name__}")
@@ -73,26 +114,34 @@ def check_columns(config: Config, output_dir: str) -> None:
         available |= set(stage.produces)
 
 
+def _spec(name: str) -> StageSpec:
+    return STAGES[STAGE_NAMES.index(name)]
+
+
 def run_stage_batch(batch: pa.Table, stage_name: str, config: Config, output_dir: str) -> pa.Table:
     """Task body: build the (cheap, stateless) stage and apply it to one batch."""
-    spec = STAGES[STAGE_NAMES.index(stage_name)]
-    return apply_stage(spec.build(config, output_dir), batch, config.stage_hash(stage_name))
+    return apply_stage(_spec(stage_name).build(config, output_dir), batch, config.stage_hash(stage_name))
 
 
 class StageActor:
     """Actor body: build the stage (load its model) once, then apply it to many batches."""
 
     def __init__(self, stage_name: str, config: Config, output_dir: str) -> None:
-        spec = STAGES[STAGE_NAMES.index(stage_name)]
-        self.stage = spec.build(config, output_dir)
+        self.stage = _spec(stage_name).build(config, output_dir)
         self.config_hash = config.stage_hash(stage_name)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return apply_stage(self.stage, batch, self.config_hash)
 
 
+def drop_transient(batch: pa.Table) -> pa.Table:
+    """Null the decoded frames and audio once the last filter has read them."""
+    index = batch.schema.get_field_index(Col.DECODED)
+    return batch.set_column(index, batch.schema.field(index), pa.nulls(batch.num_rows, pa.large_binary()))
+
+
 def build_dataset(rows: pa.Table, config: Config, output_dir: str) -> Any:
-    """A lazy Ray Dataset that runs every stage over ``rows`` (one block per source)."""
+    """A lazy Ray Dataset that runs every active stage over ``rows``."""
     import ray.data
 
     check_columns(config, output_dir)
@@ -100,7 +149,8 @@ def build_dataset(rows: pa.Table, config: Config, output_dir: str) -> Any:
     # several sources per block so a million-source plan does not become a million objects
     per_block = math.ceil(rows.num_rows / MAX_INPUT_BLOCKS) if rows.num_rows else 1
     ds = ray.data.from_arrow([rows.slice(i, per_block) for i in range(0, rows.num_rows, per_block)])
-    for spec in STAGES:
+    specs = active_stages(config)
+    for spec in specs:
         res = config.resources[spec.name]
         common: dict[str, Any] = dict(
             batch_format="pyarrow", batch_size=res.batch_size, num_cpus=res.num_cpus, zero_copy_batch=True
@@ -113,4 +163,6 @@ def build_dataset(rows: pa.Table, config: Config, output_dir: str) -> Any:
         else:
             compute = ray.data.TaskPoolStrategy(size=res.max_concurrency) if res.max_concurrency else None
             ds = ds.map_batches(run_stage_batch, fn_args=(spec.name, config, output_dir), compute=compute, **common)
+    if any(s.name == "decode" for s in specs):
+        ds = ds.map_batches(drop_transient, batch_format="pyarrow", batch_size=None, num_cpus=0.1)
     return ds

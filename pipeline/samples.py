@@ -4,7 +4,8 @@ and the tests need no download. Each file exercises one path through the pipelin
 =====================  ============================================================
 file                   what happens to it
 =====================  ============================================================
-three_scenes.mp4       hard cuts at 4 s and 7 s (100, 175 of 250 frames), a tone: 3 clips accepted
+three_scenes.mp4       hard cuts at 4 s and 7 s (100, 175 of 250 frames), a tone: 3 clips; with the
+                       quality filters the last one (still colour bars) is rejected as static
 short_tail.mp4         a 3 s scene then a 1 s scene: one clip accepted, one ``too_short``
 silent.mp4             digital silence: clip rejected ``silent``
 quiet_noise.mp4        noise at about -70 dBFS: clip rejected ``silent``
@@ -12,6 +13,8 @@ no_audio.mp4           no audio stream: source rejected ``no_audio`` at probe
 audio_ends_early.mp4   6 s of video, 3 s of audio: clip rejected ``av_mismatch``
 rotated.mp4            320x240 pixels with a 90 degree display rotation: clip is 240x320
 vfr.mp4                variable frame rate (25 fps then 12.5 fps): clip accepted, probe says VFR
+black.mp4              black frames with a tone: rejected by the aesthetic filter (image quality)
+text_card.mp4          eight lines of text over a moving pattern: rejected by the OCR filter
 corrupt.mp4            random bytes: source rejected ``unreadable``
 empty.mp4              zero bytes: source rejected ``empty_file``
 =====================  ============================================================
@@ -31,7 +34,8 @@ _ENCODE = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c
 
 
 def _video_src(name: str, seconds: float) -> list[str]:
-    return ["-f", "lavfi", "-i", f"{name}=s={SIZE}:r={FPS}:d={seconds}"]
+    sep = ":" if "=" in name else "="  # "color=c=black" already has options
+    return ["-f", "lavfi", "-i", f"{name}{sep}s={SIZE}:r={FPS}:d={seconds}"]
 
 
 def _audio_src(expr: str) -> list[str]:
@@ -56,13 +60,53 @@ def _sine(seconds: float, freq: int = 440, volume_db: float = -12.0) -> list[str
     return ["-f", "lavfi", "-i", f"sine=f={freq}:d={seconds}:r=44100,volume={volume_db}dB"]
 
 
+_CARD_LINES = (
+    "CHAPTER ONE", "The river at dawn", "Birds over the water", "A storm is coming",
+    "Recorded in the valley", "Sound and picture", "Subscribe for more", "Thanks for watching",
+)  # fmt: skip
+
+
+def _text_card(dst: Path, seconds: float = 3.0, size: tuple[int, int] = (640, 360)) -> None:
+    """Lines of text (cv2.putText) over a drifting colour pattern, with a tone; encoded by PyAV."""
+    import av
+    import cv2
+    import numpy as np
+
+    width, height = size
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    with av.open(str(dst), "w") as container:
+        video = container.add_stream("libx264", rate=FPS, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        audio = container.add_stream("aac", rate=44100, layout="mono")
+        for i in range(int(seconds * FPS)):
+            phase = i * 0.15
+            rgb = [127 + 100 * np.sin(xx / (37 + 9 * c) + yy / 53 + phase * (c + 1)) for c in range(3)]
+            img = np.ascontiguousarray(np.stack(rgb, axis=-1).clip(0, 255).astype(np.uint8))
+            for n, line in enumerate(_CARD_LINES):
+                org = (40, 40 + n * 40)
+                cv2.putText(img, line, org, cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 6, cv2.LINE_AA)
+                cv2.putText(img, line, org, cv2.FONT_HERSHEY_SIMPLEX, 1.0, (255, 255, 255), 2, cv2.LINE_AA)
+            container.mux(video.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        container.mux(video.encode(None))
+        t = np.arange(int(seconds * 44100)) / 44100
+        tone = (0.1 * np.sin(2 * np.pi * 523.25 * t)).astype(np.float32)[None, :]
+        for start in range(0, tone.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(tone[:, start : start + 1024]), format="flt", layout="mono"
+            )
+            frame.sample_rate = 44100
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+
+
 def make_sample_media(dest: str | os.PathLike) -> list[Path]:
     """Write the sample files into ``dest`` (created if needed); returns their paths."""
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
     p = {name: out / name for name in (
         "three_scenes.mp4", "short_tail.mp4", "silent.mp4", "quiet_noise.mp4", "no_audio.mp4",
-        "audio_ends_early.mp4", "rotated.mp4", "vfr.mp4", "corrupt.mp4", "empty.mp4",
+        "audio_ends_early.mp4", "rotated.mp4", "vfr.mp4", "corrupt.mp4", "empty.mp4", "black.mp4",
+        "text_card.mp4",
     )}  # fmt: skip
     _scenes(p["three_scenes.mp4"], [("testsrc2", 4), ("smptehdbars", 3), ("rgbtestsrc", 3)], _sine(10))
     _scenes(p["short_tail.mp4"], [("testsrc2", 3), ("smptehdbars", 1)], _sine(4, 660))
@@ -80,6 +124,8 @@ def make_sample_media(dest: str | os.PathLike) -> list[Path]:
         [*_video_src("testsrc2", 3), *_sine(4, 330), "-vf", f"setpts={vfr_pts}", "-fps_mode", "passthrough",
          "-enc_time_base", "1/1000", *_ENCODE, "-t", "4", str(p["vfr.mp4"])]
     )  # fmt: skip
+    _scenes(p["black.mp4"], [("color=c=black", 3)], _sine(3, 392))
+    _text_card(p["text_card.mp4"])
     p["corrupt.mp4"].write_bytes(random.Random(0).randbytes(64 * 1024))
     p["empty.mp4"].write_bytes(b"")
     return sorted(p.values())

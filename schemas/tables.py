@@ -245,7 +245,7 @@ SOURCE_SCHEMA = _versioned(_LEDGER_FIELDS + _SOURCE_FIELDS, "sources")
 #: ``shards/``: accepted clips with their source metadata.
 CLIP_SCHEMA = _versioned([f for f in WORK_SCHEMA if f.name not in _TRANSIENT], "clips")
 #: ``ledger/``: every source and clip with its terminal state and all raw scores (no media bytes).
-LEDGER_SCHEMA = _versioned([f for f in WORK_SCHEMA if f.name != Col.MEDIA_BYTES], "ledger")
+LEDGER_SCHEMA = _versioned([f for f in WORK_SCHEMA if f.name not in (Col.MEDIA_BYTES, *_TRANSIENT)], "ledger")
 #: ``rejections/<stage>/``: one row per rejected source or clip.
 REJECTION_SCHEMA = _versioned(
     [

@@ -42,7 +42,7 @@ def test_url_list_through_the_pipeline(site, ray_local, tmp_path):
     urls = tmp_path / "urls.txt"
     urls.write_text(f"# three inputs\n{base}/video.mp4\n{base}/missing.mp4\n{base}/page.html\n")
     out = tmp_path / "out"
-    config = load_config("demo", overrides=["ray.progress_bars=false", "ingest.retries=1", "ingest.timeout_s=60"])
+    config = load_config("demo-spine", overrides=["ray.progress_bars=false", "ingest.retries=1", "ingest.timeout_s=60"])
     first = run([str(urls)], out, config, show_progress=False)
     assert first.counts["source"] == {"accepted": 1, "failed": 2}
     assert first.counts["clip"] == {"accepted": 3}

@@ -1,4 +1,4 @@
-"""The whole spine on local Ray over generated media with known answers."""
+"""The whole spine (no quality filters) on local Ray over generated media with known answers."""
 
 from __future__ import annotations
 
@@ -28,13 +28,15 @@ EXPECTED = {
     "vfr.mp4": ("accepted", None, ["accepted"]),
     "corrupt.mp4": ("rejected", "unreadable", []),
     "empty.mp4": ("rejected", "empty_file", []),
+    "black.mp4": ("accepted", None, ["accepted"]),
+    "text_card.mp4": ("accepted", None, ["accepted"]),
 }
 
 
 @pytest.fixture(scope="module")
 def demo_run(samples, ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e")
-    config = load_config("demo", overrides=["ray.progress_bars=false"])
+    config = load_config("demo-spine", overrides=["ray.progress_bars=false"])
     result = run([str(samples)], out, config, show_progress=False)
     return out, result, config
 
@@ -73,12 +75,12 @@ def test_funnel_adds_up_and_matches_the_files(demo_run):
     assert [f["stage"] for f in manifest["funnel"]] == ["ingest", "probe", "scene_cut", "clip_length", "cut", "sound"]
     for f in funnel.values():
         assert f["in"] == f["passed"] + f["rejected"] + f["failed"]
-    assert funnel["ingest"]["in"] == 10
-    assert funnel["clip_length"]["in"] == 10  # 3 + 2 + 1 + 1 + 1 + 1 + 1 candidate clips
-    assert funnel["sound"]["passed"] == 6
+    assert funnel["ingest"]["in"] == 12
+    assert funnel["clip_length"]["in"] == 12  # 3 + 2 + 1 + 1 + 1 + 1 + 1 + 1 + 1 candidate clips
+    assert funnel["sound"]["passed"] == 8
     assert funnel["sound"]["reasons"] == {"silent": 2}
     shards = read_shards(out)
-    assert shards.num_rows == 6 == result.counts["clip"]["accepted"]
+    assert shards.num_rows == 8 == result.counts["clip"]["accepted"]
     for stage, f in funnel.items():
         path = out / "rejections" / stage / "rejections.parquet"
         assert (pq.read_table(path).num_rows if path.exists() else 0) == f["rejected"], stage
@@ -131,7 +133,7 @@ def test_audit_json_contract(demo_run):
     data = audit_json(out, with_items=True)
     assert [set(f) >= {"stage", "in", "passed", "rejected", "failed"} for f in data["funnel"]] == [True] * 6
     items = data["items"]
-    assert Counter(i["kind"] for i in items) == {"source": 10, "clip": 10}
+    assert Counter(i["kind"] for i in items) == {"source": 12, "clip": 12}
     for i in items:
         assert set(i) >= {
             "id",
@@ -171,7 +173,7 @@ def test_rerun_is_a_no_op_with_identical_outputs(demo_run, samples):
     before = read_ledger(out)
     shards_before = read_shards(out).select([Col.ID, Col.MEDIA_SHA256]).to_pylist()
     again = run([str(samples)], out, config, show_progress=False)
-    assert again.num_skipped_sources == 10
+    assert again.num_skipped_sources == 12
     after = read_ledger(out)
     assert after.num_rows == before.num_rows
     assert sorted(after.column(Col.ID).to_pylist()) == sorted(before.column(Col.ID).to_pylist())
@@ -179,7 +181,7 @@ def test_rerun_is_a_no_op_with_identical_outputs(demo_run, samples):
 
 
 def test_embedded_media_makes_self_contained_shards(samples, ray_local, tmp_path):
-    config = load_config("demo", overrides=["ray.progress_bars=false", "cut.embed_media=true"])
+    config = load_config("demo-spine", overrides=["ray.progress_bars=false", "cut.embed_media=true"])
     run([str(samples / "three_scenes.mp4")], tmp_path, config, show_progress=False)
     rows = read_shards(tmp_path).to_pylist()
     assert len(rows) == 3

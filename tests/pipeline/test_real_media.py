@@ -15,7 +15,7 @@ from stages.ffmpeg import run_ffmpeg
 
 
 def _config(*overrides: str):
-    return load_config("demo", overrides=["ray.progress_bars=false", *overrides])
+    return load_config("demo-spine", overrides=["ray.progress_bars=false", *overrides])
 
 
 @pytest.mark.media

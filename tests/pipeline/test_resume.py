@@ -32,14 +32,14 @@ def _accepted(out: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def reference(samples, ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
-    run([str(samples)], out, load_config("demo", overrides=["ray.progress_bars=false"]), show_progress=False)
+    run([str(samples)], out, load_config("demo-spine", overrides=["ray.progress_bars=false"]), show_progress=False)
     return out
 
 
 def test_sigkill_then_rerun_gives_the_same_clips(samples, reference, tmp_path):
     out = tmp_path / "killed"
     # one CPU: sources finish one after another, so the kill lands mid-run
-    args = _cli("-i", str(samples), "-o", str(out), "--preset", "demo", "--quiet", "--num-cpus", "1")
+    args = _cli("-i", str(samples), "-o", str(out), "--preset", "demo-spine", "--quiet", "--num-cpus", "1")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     parts = out / "_work" / "parts"
@@ -59,13 +59,15 @@ def test_sigkill_then_rerun_gives_the_same_clips(samples, reference, tmp_path):
 def test_failed_items_are_retried_on_the_next_run(samples, reference, tmp_path):
     out = tmp_path / "flaky"
     # a cut time-out no FFmpeg can meet: every clip that reaches the cut fails
-    flaky = load_config("demo", overrides=["ray.progress_bars=false", "cut.timeout_s=0.001"])
+    flaky = load_config("demo-spine", overrides=["ray.progress_bars=false", "cut.timeout_s=0.001"])
     first = run([str(samples)], out, flaky, show_progress=False)
     failed = {f.stage: f.failed for f in first.funnel}
-    assert failed["cut"] == 9 and first.counts["clip"].get("accepted", 0) == 0
+    assert failed["cut"] == 11 and first.counts["clip"].get("accepted", 0) == 0
     ledger = read_ledger(out).to_pylist()
     assert {r[Col.ERROR_TYPE] for r in ledger if r[Col.STATE] == "failed"} == {"FFmpegError"}
-    second = run([str(samples)], out, load_config("demo", overrides=["ray.progress_bars=false"]), show_progress=False)
+    second = run(
+        [str(samples)], out, load_config("demo-spine", overrides=["ray.progress_bars=false"]), show_progress=False
+    )
     assert second.num_skipped_sources == 3  # the sources rejected before the cut are final
     assert _accepted(out) == _accepted(reference)
     ledger = read_ledger(out).to_pylist()

@@ -41,4 +41,5 @@ def test_metric_columns_are_the_raw_scores():
     metrics = metric_columns(WORK_SCHEMA)
     assert {Col.SOUND_MEAN_DBFS, Col.SOUND_PEAK_DBFS, Col.CUT_AV_DIFF_S, Col.CLIP_DURATION_S} <= set(metrics)
     assert Col.ID not in metrics and Col.MEDIA_BYTES not in metrics
-    assert Col.MEDIA_BYTES not in LEDGER_SCHEMA.names
+    assert Col.MEDIA_BYTES not in LEDGER_SCHEMA.names and Col.DECODED not in LEDGER_SCHEMA.names
+    assert Col.DECODED not in CLIP_SCHEMA.names
