@@ -123,7 +123,8 @@ def test_manifest_and_resolved_config_are_saved(demo_run):
     out, _, config = demo_run
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["schema_version"] == SCHEMA_VERSION
-    assert manifest["config"] == json.loads((out / "config.json").read_text()) == config.to_dict()
+    as_json = json.loads(json.dumps(config.to_dict()))  # tuples become lists
+    assert manifest["config"] == json.loads((out / "config.json").read_text()) == as_json
     for lib in ("ray", "pyarrow", "av", "scenedetect-headless", "ffmpeg"):
         assert manifest["versions"][lib] not in ("", "not installed")
 
