@@ -7,8 +7,10 @@ Reports, for a folder of videos:
 
 1. floor: one plain ``ffmpeg -i X -f null -`` per input (video and audio decoded), and the
    seconds of video in the folder (``probe_media``);
-2. stages: every stage class applied in-process, no Ray, source by source, exactly as a Ray
-   task would (``spec.build`` + ``apply_stage`` on one-source tables); throughput in seconds of
+2. stages: every active stage (``pipeline.dag.active_stages``: with a preset that enables the
+   quality filters, such as ``demo``, that includes ``decode`` and the filters; ``demo-spine``
+   runs the spine alone) applied in-process, no Ray, source by source, exactly as a Ray task
+   would (``spec.build`` + ``apply_stage`` on one-source tables); throughput in seconds of
    source video per wall second;
 3. e2e: ``pipeline.runner.run`` on a local Ray into a fresh output folder;
 4. peak memory of the driver and of its child processes for each phase;
@@ -273,17 +275,24 @@ def _counts(tables: list[Any]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def phase_stages(folder: str, output_dir: str, config: Any) -> dict[str, Any]:
-    """Every stage over every source, stage by stage, in this process: no Ray, no parallelism."""
-    from pipeline.dag import STAGES
+def plan_tables(folder: str, config: Any) -> list[Any]:
+    """One single-source work table per input, as the runner plans them (``plan_sources``)."""
     from pipeline.inputs import plan_sources
-    from schemas import WORK_SCHEMA, Col, Kind, conform
+    from schemas import WORK_SCHEMA, conform
+
+    return [conform([row], WORK_SCHEMA) for row in plan_sources([folder], config.ingest)]
+
+
+def run_specs(
+    tables: list[Any], specs: list[Any], config: Any, output_dir: str, seconds: dict[str, float]
+) -> list[dict[str, Any]]:
+    """Apply each stage spec to every table (replaced in place), stage by stage, no Ray; one
+    stats dict per stage: rows processed, seconds of video they hold, wall time, memory."""
+    from schemas import Col, Kind
     from stages.base import apply_stage
 
-    seconds = durations_s(media_files(folder), config)
-    tables = [conform([row], WORK_SCHEMA) for row in plan_sources([folder], config.ingest)]
     stages = []
-    for spec in STAGES:
+    for spec in specs:
         stage, config_hash = spec.build(config, output_dir), config.stage_hash(spec.name)
         start_mb = _mb(_status_kb("self", "VmRSS") if _HAS_PROC else None)
         reset_driver_peak()
@@ -310,6 +319,19 @@ def phase_stages(folder: str, output_dir: str, config: Any) -> dict[str, Any]:
                 "memory": {"driver_start_mb": start_mb, "driver_peak_mb": driver_peak_mb(), **sampler.to_json()},
             }
         )
+    return stages
+
+
+def phase_stages(folder: str, output_dir: str, config: Any) -> dict[str, Any]:
+    """Every active stage over every source, stage by stage, in this process: no Ray, no parallelism."""
+    from pipeline.dag import active_stages, drop_transient
+
+    seconds = durations_s(media_files(folder), config)
+    tables = plan_tables(folder, config)
+    specs = active_stages(config)
+    stages = run_specs(tables, specs, config, output_dir, seconds)
+    if any(s.name == "decode" for s in specs):  # as the pipeline does after the last filter
+        tables = [drop_transient(t) for t in tables]
     video_s, wall_s = sum(seconds.values()), sum(s["wall_s"] for s in stages)
     return {
         "video_s": video_s,
