@@ -20,6 +20,7 @@ from stages.aesthetic import AestheticConfig
 from stages.cut import CutConfig
 from stages.ingest import IngestConfig
 from stages.motion import MotionConfig
+from stages.ocr import OcrConfig
 from stages.probe import ProbeConfig
 from stages.scene_cut import ClipLengthConfig, SceneCutConfig
 from stages.sound import SoundConfig
@@ -89,6 +90,7 @@ def _default_resources() -> dict[str, StageResources]:
         "aesthetic": StageResources(num_cpus=0.25, batch_size=1, max_concurrency=1),
         "motion": StageResources(num_cpus=0.25, batch_size=1, max_concurrency=1),
         "speech": StageResources(num_cpus=0.25, batch_size=1, max_concurrency=1),
+        "ocr": StageResources(num_cpus=0.25, batch_size=1, max_concurrency=1),
     }
 
 
@@ -103,6 +105,7 @@ class Config:
     aesthetic: AestheticConfig = dataclasses.field(default_factory=AestheticConfig)
     motion: MotionConfig = dataclasses.field(default_factory=MotionConfig)
     speech: SpeechConfig = dataclasses.field(default_factory=SpeechConfig)
+    ocr: OcrConfig = dataclasses.field(default_factory=OcrConfig)
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
     resources: dict[str, StageResources] = dataclasses.field(default_factory=_default_resources)
@@ -147,6 +150,7 @@ def _without_filters(config: Config) -> Config:
         aesthetic=dataclasses.replace(config.aesthetic, enabled=False),
         motion=dataclasses.replace(config.motion, enabled=False),
         speech=dataclasses.replace(config.speech, enabled=False),
+        ocr=dataclasses.replace(config.ocr, enabled=False),
     )
 
 

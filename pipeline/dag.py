@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from pipeline.config import Config
 from schemas import Col, Kind
-from stages import aesthetic, motion, speech
+from stages import aesthetic, motion, ocr, speech
 from stages.base import Rejection, Stage, apply_stage
 from stages.cut import Cut
 from stages.decode import Decode
@@ -52,6 +52,7 @@ FILTERS: tuple[tuple[str, Any, Callable, str], ...] = (
     ("aesthetic", aesthetic.Aesthetic, aesthetic.decide, Col.AESTHETIC_BACKEND),
     ("motion", motion.Motion, motion.decide, Col.MOTION_BACKEND),
     ("speech", speech.Speech, speech.decide, Col.SPEECH_BACKEND),
+    ("ocr", ocr.Ocr, ocr.decide, Col.OCR_BACKEND),
 )
 
 
