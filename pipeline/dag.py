@@ -56,6 +56,20 @@ FILTERS: tuple[tuple[str, Any, Callable, str], ...] = (
 )
 
 
+# production backends that run on a GPU: their stage gets one GPU unless resources say otherwise
+GPU_BACKENDS = {"aesthetic": "laion", "motion": "unimatch", "speech": "funasr", "ocr": "rapidocr_det_cuda"}
+
+
+def stage_gpus(spec_name: str, config: Config) -> float:
+    """GPUs for one stage's actors: the configured number, else 1 for a production backend on CUDA."""
+    configured = config.resources[spec_name].num_gpus
+    section = getattr(config, spec_name, None)
+    if configured or section is None or getattr(section, "backend", None) != GPU_BACKENDS.get(spec_name):
+        return configured
+    device = getattr(section, "device", "cuda")
+    return 1.0 if str(device).startswith("cuda") else 0.0
+
+
 def _enabled_filters(config: Config) -> list[tuple[str, Any]]:
     return [(name, cls) for name, cls, _, _ in FILTERS if getattr(config, name).enabled]
 
@@ -156,9 +170,10 @@ def build_dataset(rows: pa.Table, config: Config, output_dir: str) -> Any:
         common: dict[str, Any] = dict(
             batch_format="pyarrow", batch_size=res.batch_size, num_cpus=res.num_cpus, zero_copy_batch=True
         )
-        if res.num_gpus:
-            common["num_gpus"] = res.num_gpus
-        if spec.stateful or res.num_gpus:
+        num_gpus = stage_gpus(spec.name, config)
+        if num_gpus:
+            common["num_gpus"] = num_gpus
+        if spec.stateful or num_gpus:
             pool = ray.data.ActorPoolStrategy(min_size=1, max_size=res.max_concurrency or 1)
             ds = ds.map_batches(StageActor, fn_constructor_args=(spec.name, config, output_dir), compute=pool, **common)
         else:

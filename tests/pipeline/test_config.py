@@ -52,3 +52,12 @@ def test_resolved_config_round_trips_through_json_and_hashes_per_stage():
     assert again == config
     assert config.stage_hash("sound") != Config().stage_hash("sound")
     assert config.stage_hash("cut") == Config().stage_hash("cut")
+
+
+def test_production_backends_on_cuda_get_a_gpu_by_default():
+    from pipeline.dag import stage_gpus
+
+    cpu = load_config("default")
+    assert [stage_gpus(s, cpu) for s in ("decode", "aesthetic", "motion", "speech", "ocr")] == [0, 0, 0, 0, 0]
+    gpu = load_config("default", overrides=["ocr.backend=rapidocr_det_cuda", "resources.motion.num_gpus=0.5"])
+    assert stage_gpus("ocr", gpu) == 1.0 and stage_gpus("motion", gpu) == 0.5
