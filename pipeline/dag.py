@@ -63,8 +63,10 @@ GPU_BACKENDS = {"aesthetic": "laion", "motion": "unimatch", "speech": "funasr", 
 def stage_gpus(spec_name: str, config: Config) -> float:
     """GPUs for one stage's actors: the configured number, else 1 for a production backend on CUDA."""
     configured = config.resources[spec_name].num_gpus
-    section = getattr(config, spec_name, None)
-    if configured or section is None or getattr(section, "backend", None) != GPU_BACKENDS.get(spec_name):
+    if configured or spec_name not in GPU_BACKENDS:
+        return configured
+    section = getattr(config, spec_name)
+    if section.backend != GPU_BACKENDS[spec_name]:
         return configured
     device = getattr(section, "device", "cuda")
     return 1.0 if str(device).startswith("cuda") else 0.0

@@ -58,6 +58,19 @@ def test_production_backends_on_cuda_get_a_gpu_by_default():
     from pipeline.dag import stage_gpus
 
     cpu = load_config("default")
-    assert [stage_gpus(s, cpu) for s in ("decode", "aesthetic", "motion", "speech", "ocr")] == [0, 0, 0, 0, 0]
+    stages = (
+        "ingest",
+        "probe",
+        "scene_cut",
+        "clip_length",
+        "cut",
+        "sound",
+        "decode",
+        "aesthetic",
+        "motion",
+        "speech",
+        "ocr",
+    )
+    assert [stage_gpus(s, cpu) for s in stages] == [0] * len(stages)
     gpu = load_config("default", overrides=["ocr.backend=rapidocr_det_cuda", "resources.motion.num_gpus=0.5"])
     assert stage_gpus("ocr", gpu) == 1.0 and stage_gpus("motion", gpu) == 0.5
