@@ -67,7 +67,10 @@ def _curate(inputs, output, config, quiet) -> None:
     from pipeline.audit import format_funnel
     from pipeline.runner import run
 
-    result = run(inputs, output, config, show_progress=not quiet)
+    try:
+        result = run(inputs, output, config, show_progress=not quiet)
+    except (ValueError, FileNotFoundError) as e:  # user mistakes: a clear message, no traceback
+        raise click.ClickException(str(e)) from e
     click.echo(format_funnel([f.to_json() for f in result.funnel]))
     src, clip = result.counts["source"], result.counts["clip"]
     click.echo(

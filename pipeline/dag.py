@@ -72,6 +72,17 @@ def stage_gpus(spec_name: str, config: Config) -> float:
     return 1.0 if str(device).startswith("cuda") else 0.0
 
 
+def check_gpus(config: Config, available_gpus: float, autoscaling: bool) -> None:
+    """Refuse to start a run whose stages need GPUs the (non-autoscaling) cluster lacks:
+    Ray Data would otherwise wait for them forever."""
+    wanted = {s.name: g for s in active_stages(config) if (g := stage_gpus(s.name, config)) > available_gpus}
+    if wanted and not autoscaling:
+        raise ValueError(
+            f"stages {sorted(wanted)} need a GPU but this Ray has {available_gpus:g}: choose CPU backends "
+            f"(e.g. --set {next(iter(wanted))}.backend=...) or join a GPU cluster with --address"
+        )
+
+
 def _enabled_filters(config: Config) -> list[tuple[str, Any]]:
     return [(name, cls) for name, cls, _, _ in FILTERS if getattr(config, name).enabled]
 

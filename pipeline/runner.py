@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from pipeline import __version__
 from pipeline.config import Config
-from pipeline.dag import STAGES, active_stages, build_dataset
+from pipeline.dag import STAGES, active_stages, build_dataset, check_gpus
 from pipeline.funnel import FunnelRow, check_invariant, compute_funnel
 from pipeline.inputs import FileIdCache, plan_sources
 from pipeline.outputs import CONFIG_JSON, MANIFEST, prune_media, write_json, write_outputs
@@ -89,6 +89,8 @@ def _execute(pending: pa.Table, config: Config, out: Path, staging: Staging, sho
 
     started = _start_ray(config)
     try:
+        # a cluster joined by address may add GPU nodes on demand; a local Ray cannot
+        check_gpus(config, ray.cluster_resources().get("GPU", 0.0), autoscaling=bool(config.ray.address))
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = config.ray.progress_bars and show_progress
         ds = build_dataset(pending, config, str(out))

@@ -74,3 +74,13 @@ def test_production_backends_on_cuda_get_a_gpu_by_default():
     assert [stage_gpus(s, cpu) for s in stages] == [0] * len(stages)
     gpu = load_config("default", overrides=["ocr.backend=rapidocr_det_cuda", "resources.motion.num_gpus=0.5"])
     assert stage_gpus("ocr", gpu) == 1.0 and stage_gpus("motion", gpu) == 0.5
+
+
+def test_a_gpu_stage_on_a_machine_without_gpus_fails_fast():
+    from pipeline.dag import check_gpus
+
+    config = load_config("default", overrides=["ocr.backend=rapidocr_det_cuda"])
+    with pytest.raises(ValueError, match="ocr"):
+        check_gpus(config, available_gpus=0, autoscaling=False)
+    check_gpus(config, available_gpus=0, autoscaling=True)  # an autoscaler may add GPU nodes
+    check_gpus(load_config("default"), available_gpus=0, autoscaling=False)
