@@ -40,6 +40,8 @@ class FrameNeed:
     gray: bool = False  # one channel (luma) instead of RGB
 
     def __post_init__(self) -> None:
+        # frames come back in time order: one forward pass serves the targets in that order
+        object.__setattr__(self, "positions", tuple(sorted(self.positions)))
         if bool(self.positions) == (self.fps is not None):
             raise ValueError(f"frame need {self.name!r}: give either positions or fps")
         if any(not 0.0 <= p <= 1.0 for p in self.positions):
@@ -103,6 +105,8 @@ def _convert(frame: av.VideoFrame, need: FrameNeed) -> np.ndarray:
 
 
 def _decode_video(container: Any, needs: Sequence[FrameNeed], duration_s: float) -> dict[str, list]:
+    if not container.streams.video:
+        raise ValueError("frames were requested from media without a video stream")
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     targets = {n.name: list(n.times_s(duration_s)) for n in needs}

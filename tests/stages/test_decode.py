@@ -8,6 +8,7 @@ from stages.decode import AUDIO_RATE_HZ, Decode, DecodedClip, FrameNeed, decode_
 def test_frame_need_times():
     assert FrameNeed("a", positions=(0.0, 0.5, 1.0)).times_s(10.0) == pytest.approx([0.0, 5.0, 9.999])
     assert FrameNeed("m", fps=4).times_s(1.0) == pytest.approx([0.0, 0.25, 0.5, 0.75])
+    assert FrameNeed("a", positions=(0.9, 0.1)).positions == (0.1, 0.9)  # decoded in time order
     with pytest.raises(ValueError):
         FrameNeed("x")
     with pytest.raises(ValueError):
@@ -65,3 +66,13 @@ def test_decode_stage_reads_files_and_embedded_bytes(samples):
     assert np.array_equal(a, b)
     with pytest.raises(ValueError, match="decode stage"):
         DecodedClip.from_row({Col.DECODED: None})
+
+
+def test_frames_from_audio_only_media_is_a_clear_error(tmp_path):
+    from stages.ffmpeg import run_ffmpeg
+
+    tone = tmp_path / "tone.m4a"
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac", str(tone)])
+    with pytest.raises(ValueError, match="without a video stream"):
+        decode_clip(str(tone), [FrameNeed("a", positions=(0.5,))], audio=True, duration_s=1.0)
+    assert decode_clip(str(tone), [], audio=True, duration_s=1.0).audio.size > 15000
