@@ -18,8 +18,8 @@ import pyarrow as pa
 
 from pipeline.dag import STAGES
 from pipeline.funnel import compute_funnel
-from pipeline.outputs import MANIFEST, read_ledger
-from schemas import Col, Kind, State, metric_columns
+from pipeline.outputs import MANIFEST, read_augment_ledger, read_ledger
+from schemas import Col, Kind, NegCol, State, metric_columns
 
 
 def _clean(value: Any) -> Any:
@@ -66,7 +66,7 @@ def funnel_json(ledger: pa.Table, stages: list[tuple[str, str]]) -> list[dict[st
 
 def audit_json(out: str | Path, with_items: bool = False, only_id: str | None = None) -> dict[str, Any]:
     ledger = read_ledger(out)
-    result: dict[str, Any] = {"funnel": funnel_json(ledger, _stages_of(out))}
+    result: dict[str, Any] = {"funnel": funnel_json(ledger, _stages_of(out)) + _augment_funnel(out)}
     if with_items or only_id:
         metrics = metric_columns(ledger.schema)
         rows = ledger.to_pylist()
@@ -74,6 +74,23 @@ def audit_json(out: str | Path, with_items: bool = False, only_id: str | None = 
             rows = [r for r in rows if only_id in (r[Col.ID], r[Col.SOURCE_ID])]
         result["items"] = [item(r, metrics) for r in rows]
     return result
+
+
+def _augment_funnel(out: str | Path) -> list[dict[str, Any]]:
+    """The ``javis augment`` stage, when it has run: accepted clips in, negatives built or failed."""
+    manifest = Path(out) / "negatives" / "manifest.json"
+    if not manifest.exists():
+        return []
+    entry = json.loads(manifest.read_text())["funnel"]
+    failures = read_augment_ledger(out)
+    entry["reasons"] = {}
+    if failures is not None:
+        entry["errors"] = {
+            r[NegCol.CLIP_ID]: f"{r[NegCol.ERROR_TYPE]}: {r[NegCol.ERROR_MESSAGE]}"
+            for r in failures.to_pylist()
+            if r[NegCol.STATE] == State.FAILED
+        }
+    return [entry]
 
 
 def format_funnel(funnel: list[dict[str, Any]]) -> str:

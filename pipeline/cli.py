@@ -115,6 +115,36 @@ def demo(output, preset, config_path, overrides, address, num_cpus, quiet, verbo
 
 @main.command()
 @click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.option("--seed", type=int, default=0, show_default=True, help="Run seed: same seed, byte-identical negatives.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override an augment setting, e.g. --set max_side=320 or --set separation.backend=nmf.")  # fmt: skip
+@click.option("--address", default=None, help="Ray cluster to join. Default: start a local Ray.")
+@click.option("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all).")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def augment(output, seed, overrides, address, num_cpus, verbose) -> None:
+    """Build hard negatives (asynchronous audio-video pairs) for every accepted clip of OUTPUT."""
+    from augment.build import AugmentConfig
+    from pipeline.augment_runner import run_augment
+    from pipeline.config import RayConfig, _deep_merge, build_dataclass, parse_override
+
+    _setup_logging(verbose)
+    values = dataclasses.asdict(AugmentConfig(seed=seed))
+    try:
+        for text in overrides:
+            values = _deep_merge(values, parse_override(f"augment.{text}")["augment"])
+        config = build_dataclass(AugmentConfig, values, "augment")
+        manifest = run_augment(output, config, RayConfig(address=address, num_cpus=num_cpus))
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    f = manifest["funnel"]
+    click.echo(f"augment: {f['in']} clips, {f['passed']} done, {f['failed']} failed; {manifest['negatives']} negatives")
+    for name, count in sorted(manifest["by_operation"].items()):
+        click.echo(f"  {name:<40} {count}")
+    click.echo(f"outputs in {Path(output).resolve() / config.negatives_dir}")
+
+
+@main.command()
+@click.argument("output", type=click.Path(exists=True, file_okay=False))
 @click.option("--set", "overrides", multiple=True, required=True, metavar="SECTION.KEY=VALUE",
               help="A new threshold, e.g. --set motion.min_flow=0.05. Repeatable.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Print the new funnel without writing anything.")

@@ -257,5 +257,10 @@ def load_config_over(config: Config, overrides: list[str] | tuple[str, ...]) -> 
     return _build(Config, values, "config")
 
 
+def build_dataclass(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    """A validated config dataclass (nested ones included) from a mapping; unknown keys raise."""
+    return _build(cls, values, where)
+
+
 def config_from_dict(values: Mapping[str, Any]) -> Config:
     return _build(Config, values, "config")

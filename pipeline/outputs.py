@@ -156,3 +156,9 @@ def read_shards(out: str | os.PathLike) -> pa.Table:
     if not paths:
         return CLIP_SCHEMA.empty_table()
     return pa.concat_tables([pq.read_table(p) for p in paths])
+
+
+def read_augment_ledger(out: str | os.PathLike, negatives_dir: str = "negatives") -> pa.Table | None:
+    """The per-clip ledger of ``javis augment`` (None when it has not run)."""
+    path = Path(out) / negatives_dir / "ledger.parquet"
+    return pq.read_table(path) if path.exists() else None

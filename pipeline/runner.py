@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import __version__
-from pipeline.config import Config
+from pipeline.config import Config, RayConfig
 from pipeline.dag import STAGES, active_stages, build_dataset, check_gpus
 from pipeline.funnel import FunnelRow, check_invariant, compute_funnel
 from pipeline.inputs import FileIdCache, plan_sources
@@ -63,18 +63,18 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _start_ray(config: Config) -> bool:
-    """Join ``ray.address`` or start an embedded local Ray; True if we started it."""
+def start_ray(ray_config: RayConfig) -> bool:
+    """Join ``ray_config.address`` or start an embedded local Ray; True if we started it."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local runs: no token prompts
     import ray
 
     if ray.is_initialized():
         return False
-    if config.ray.address:
-        ray.init(address=config.ray.address, log_to_driver=True)
+    if ray_config.address:
+        ray.init(address=ray_config.address, log_to_driver=True)
     else:
-        store = config.ray.object_store_mb * 2**20 if config.ray.object_store_mb else None
-        ray.init(num_cpus=config.ray.num_cpus, object_store_memory=store, include_dashboard=False)
+        store = ray_config.object_store_mb * 2**20 if ray_config.object_store_mb else None
+        ray.init(num_cpus=ray_config.num_cpus, object_store_memory=store, include_dashboard=False)
     return True
 
 
@@ -87,7 +87,7 @@ def _progress(total: int, enabled: bool) -> Any:
 def _execute(pending: pa.Table, config: Config, out: Path, staging: Staging, show_progress: bool) -> None:
     import ray
 
-    started = _start_ray(config)
+    started = start_ray(config.ray)
     try:
         # a cluster joined by address may add GPU nodes on demand; a local Ray cannot
         check_gpus(config, ray.cluster_resources().get("GPU", 0.0), autoscaling=bool(config.ray.address))

@@ -4,15 +4,18 @@ Code refers to columns through :class:`Col`, never through ad-hoc strings.
 """
 
 from schemas.tables import (
+    AUGMENT_LEDGER_SCHEMA,
     CLIP_SCHEMA,
     INHERITED_COLUMNS,
     LEDGER_SCHEMA,
+    NEGATIVE_SCHEMA,
     REJECTION_SCHEMA,
     SCHEMA_VERSION,
     SOURCE_SCHEMA,
     WORK_SCHEMA,
     Col,
     Kind,
+    NegCol,
     State,
     conform,
     metric_columns,
@@ -20,6 +23,9 @@ from schemas.tables import (
 )
 
 __all__ = [
+    "AUGMENT_LEDGER_SCHEMA",
+    "NEGATIVE_SCHEMA",
+    "NegCol",
     "CLIP_SCHEMA",
     "INHERITED_COLUMNS",
     "LEDGER_SCHEMA",

@@ -259,6 +259,60 @@ REJECTION_SCHEMA = _versioned(
 )  # fmt: skip
 
 
+class NegCol:
+    """Columns of ``negatives/`` (one row per hard negative) and its per-clip ledger."""
+
+    NEGATIVE_ID = "negative_id"
+    CLIP_ID = "clip_id"
+    SOURCE_ID = "source_id"
+    FAMILY = "family"
+    OPERATION = "operation"
+    PARAMS_JSON = "params_json"  # every drawn parameter: the negative can be rebuilt exactly
+    SEED = "seed"  # the family's seed (from the run seed, the clip id and the family)
+    MEDIA_PATH = "media_path"  # relative to the output folder
+    MEDIA_BYTES = "media_bytes"
+    MEDIA_SIZE_BYTES = "media_size_bytes"
+    MEDIA_SHA256 = "media_sha256"
+    DURATION_S = "duration_s"
+    # per-clip ledger of the augment stage
+    STATE = "state"
+    NUM_NEGATIVES = "num_negatives"
+    SKIPPED_JSON = "skipped_json"  # family -> why no operation of it applied
+    ERROR_TYPE = "error_type"
+    ERROR_MESSAGE = "error_message"
+
+
+NEGATIVE_SCHEMA = _versioned(
+    [
+        _field(NegCol.NEGATIVE_ID, pa.string()),
+        _field(NegCol.CLIP_ID, pa.string()),
+        _field(NegCol.SOURCE_ID, pa.string()),
+        _field(NegCol.FAMILY, pa.string()),
+        _field(NegCol.OPERATION, pa.string()),
+        _field(NegCol.PARAMS_JSON, pa.string()),
+        _field(NegCol.SEED, pa.uint64()),
+        _field(NegCol.MEDIA_PATH, pa.string()),
+        _field(NegCol.MEDIA_BYTES, pa.large_binary()),
+        _field(NegCol.MEDIA_SIZE_BYTES, pa.int64()),
+        _field(NegCol.MEDIA_SHA256, pa.string()),
+        _field(NegCol.DURATION_S, pa.float64()),
+    ],
+    "negatives",
+)
+AUGMENT_LEDGER_SCHEMA = _versioned(
+    [
+        _field(NegCol.CLIP_ID, pa.string()),
+        _field(NegCol.SOURCE_ID, pa.string()),
+        _field(NegCol.STATE, pa.string()),
+        _field(NegCol.NUM_NEGATIVES, pa.int32()),
+        _field(NegCol.SKIPPED_JSON, pa.string()),
+        _field(NegCol.ERROR_TYPE, pa.string()),
+        _field(NegCol.ERROR_MESSAGE, pa.string()),
+    ],
+    "augment_ledger",
+)
+
+
 def schema_version(schema: pa.Schema) -> str | None:
     """The version stored in a schema's metadata (``None`` for foreign files)."""
     meta = schema.metadata or {}
