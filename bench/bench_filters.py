@@ -381,10 +381,11 @@ def format_report(result: dict[str, Any]) -> str:
 # ---- CLI --------------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def bench_parser(doc: str, default_repeats: int) -> argparse.ArgumentParser:
+    """The options every filter-level benchmark shares (bench_negatives uses it too)."""
     from pipeline.config import PRESETS
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--input", required=True, help="folder of videos (searched recursively)")
     parser.add_argument(
         "--real-media",
@@ -394,8 +395,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", help="write every number to this JSON file")
     parser.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="config preset (default: demo)")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats per measurement, fastest kept (default: 3)")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=default_repeats,
+        help=f"repeats per measurement, fastest kept (default: {default_repeats})",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return bench_parser(__doc__, default_repeats=3).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -385,20 +385,7 @@ def format_report(result: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from pipeline.config import PRESETS
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", required=True, help="folder of videos (searched recursively)")
-    parser.add_argument(
-        "--real-media",
-        default=os.environ.get("JAVIS_MEDIA_DIR"),
-        metavar="DIR",
-        help="also bench real media built from this folder (default: $JAVIS_MEDIA_DIR; unset: skip)",
-    )
-    parser.add_argument("--json", help="write every number to this JSON file")
-    parser.add_argument("--repeats", type=int, default=1, help="repeats per measurement, fastest kept (default: 1)")
-    parser.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="spine config preset (default: demo)")
-    return parser.parse_args(argv)
+    return bench_filters.bench_parser(__doc__, default_repeats=1).parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
