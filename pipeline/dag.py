@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.config import Config
-from schemas import Col, Kind
+from schemas import Col
 from stages import aesthetic, motion, ocr, speech
 from stages.base import Rejection, Stage, apply_stage
 from stages.cut import Cut
@@ -37,7 +37,7 @@ MAX_INPUT_BLOCKS = 2000
 @dataclasses.dataclass(frozen=True)
 class StageSpec:
     name: str  # also the name of the stage's config section (and of its resources entry)
-    unit: str
+    cls: type  # the stage class: its ClassVars (unit, requires, produces) are read without building it
     build: Callable[[Config, str], Stage]  # (config, output_dir) -> stage instance
     stateful: bool = False  # loads a model: run in an actor pool, built once per actor
     enabled: Callable[[Config], bool] = lambda c: True
@@ -45,6 +45,10 @@ class StageSpec:
     # and the column that says the stage scored a row
     decide: Callable[[Any, dict[str, Any]], Rejection | None] | None = None
     ran_column: str | None = None
+
+    @property
+    def unit(self) -> str:
+        return self.cls.unit
 
 
 # quality filters, cheapest first: (config section, stage class, decide, column set on every scored row)
@@ -97,7 +101,7 @@ def _build_decode(config: Config, output_dir: str) -> Decode:
 def _filter_spec(name: str, cls: Any, decide: Callable, ran_column: str) -> StageSpec:
     return StageSpec(
         name,
-        Kind.CLIP,
+        cls,
         lambda c, out: cls(getattr(c, name)),
         stateful=True,
         enabled=lambda c: getattr(c, name).enabled,
@@ -107,13 +111,13 @@ def _filter_spec(name: str, cls: Any, decide: Callable, ran_column: str) -> Stag
 
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("ingest", Kind.SOURCE, lambda c, out: Ingest(c.ingest, out)),
-    StageSpec("probe", Kind.SOURCE, lambda c, out: Probe(c.probe)),
-    StageSpec("scene_cut", Kind.SOURCE, lambda c, out: SceneCut(c.scene_cut)),
-    StageSpec("clip_length", Kind.CLIP, lambda c, out: ClipLength(c.clip_length)),
-    StageSpec("cut", Kind.CLIP, lambda c, out: Cut(c.cut, out)),
-    StageSpec("sound", Kind.CLIP, lambda c, out: Sound(c.sound, out)),
-    StageSpec("decode", Kind.CLIP, _build_decode, enabled=lambda c: bool(_enabled_filters(c))),
+    StageSpec("ingest", Ingest, lambda c, out: Ingest(c.ingest, out)),
+    StageSpec("probe", Probe, lambda c, out: Probe(c.probe)),
+    StageSpec("scene_cut", SceneCut, lambda c, out: SceneCut(c.scene_cut)),
+    StageSpec("clip_length", ClipLength, lambda c, out: ClipLength(c.clip_length)),
+    StageSpec("cut", Cut, lambda c, out: Cut(c.cut, out)),
+    StageSpec("sound", Sound, lambda c, out: Sound(c.sound, out)),
+    StageSpec("decode", Decode, _build_decode, enabled=lambda c: bool(_enabled_filters(c))),
     *(_filter_spec(*f) for f in FILTERS),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
@@ -129,17 +133,18 @@ def active_stages(config: Config) -> list[StageSpec]:
     return [s for s in STAGES if s.enabled(config)]
 
 
-def check_columns(config: Config, output_dir: str) -> None:
-    """Fail at build time if a stage reads a column no upstream stage produces."""
+def check_columns(config: Config) -> None:
+    """Fail at build time if a stage reads a column no upstream stage produces. Reads the
+    classes only: building a stage here would load its model on the driver (which may have no
+    GPU) instead of in the workers."""
     available = set(PLANNED_COLUMNS)
     for spec in active_stages(config):
-        stage = spec.build(config, output_dir)
-        if stage.name != spec.name or stage.unit != spec.unit:
-            raise AssertionError(f"stage spec {spec.name} does not match its class {type(stage).__name__}")
-        missing = set(stage.requires) - available
+        if spec.cls.name != spec.name:
+            raise AssertionError(f"stage spec {spec.name} does not match its class {spec.cls.__name__}")
+        missing = set(spec.cls.requires) - available
         if missing:
             raise ValueError(f"stage {spec.name} reads {sorted(missing)}, which no upstream stage produces")
-        available |= set(stage.produces)
+        available |= set(spec.cls.produces)
 
 
 def _spec(name: str) -> StageSpec:
@@ -172,7 +177,7 @@ def build_dataset(rows: pa.Table, config: Config, output_dir: str) -> Any:
     """A lazy Ray Dataset that runs every active stage over ``rows``."""
     import ray.data
 
-    check_columns(config, output_dir)
+    check_columns(config)
     # one block per source up to MAX_INPUT_BLOCKS (blocks are the unit of parallelism), then
     # several sources per block so a million-source plan does not become a million objects
     per_block = math.ceil(rows.num_rows / MAX_INPUT_BLOCKS) if rows.num_rows else 1
