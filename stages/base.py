@@ -127,21 +127,45 @@ def mark_failed(row: dict[str, Any], stage_name: str, error: BaseException, conf
     )
 
 
-def apply_stage(stage: Stage, batch: pa.Table, config_hash: str) -> pa.Table:
-    """Run ``stage`` over the pending rows of its unit in ``batch``; keep every other row."""
-    out: list[dict[str, Any]] = []
-    for row in batch.to_pylist():
-        if row[Col.KIND] != stage.unit or row[Col.STATE] != State.PENDING:
-            out.append(row)
-            continue
+def _outcomes(stage: Stage, rows: list[dict[str, Any]]) -> list[Outcome | BaseException]:
+    """One outcome (or the exception it raised) per pending row. A stage with a
+    ``process_batch(rows) -> list[Outcome | Exception]`` (a batched model call) gets all rows at
+    once; an exception raised by ``process_batch`` itself fails every row of the batch."""
+    batched = getattr(stage, "process_batch", None)
+    if batched is not None and rows:
         try:
-            outcome = stage.process(row)
+            results = list(batched(rows))
+        except Exception as e:  # the whole batch failed (e.g. the backend is down): each row records it
+            log.warning("%s failed on a batch of %d: %s\n%s", stage.name, len(rows), e, traceback.format_exc(limit=3))
+            return [e] * len(rows)
+        if len(results) != len(rows):
+            raise AssertionError(f"stage {stage.name} returned {len(results)} outcomes for {len(rows)} rows")
+        return results
+    results: list[Outcome | BaseException] = []
+    for row in rows:
+        try:
+            results.append(stage.process(row))
         except Exception as e:  # the row boundary: one bad item must not stop the run
             log.warning("%s failed on %s: %s\n%s", stage.name, row[Col.ID], e, traceback.format_exc(limit=3))
-            mark_failed(row, stage.name, e, config_hash)
+            results.append(e)
+    return results
+
+
+def apply_stage(stage: Stage, batch: pa.Table, config_hash: str) -> pa.Table:
+    """Run ``stage`` over the pending rows of its unit in ``batch``; keep every other row."""
+    rows = batch.to_pylist()
+    pending = [i for i, row in enumerate(rows) if row[Col.KIND] == stage.unit and row[Col.STATE] == State.PENDING]
+    results = dict(zip(pending, _outcomes(stage, [rows[i] for i in pending])))
+    out: list[dict[str, Any]] = []
+    for i, row in enumerate(rows):
+        result = results.get(i)
+        if result is None:
             out.append(row)
-            continue
-        out.extend(_finish(row, stage, outcome, config_hash))
+        elif isinstance(result, BaseException):
+            mark_failed(row, stage.name, result, config_hash)
+            out.append(row)
+        else:
+            out.extend(_finish(row, stage, result, config_hash))
     return conform(out, WORK_SCHEMA)
 
 

@@ -47,3 +47,42 @@ def test_undeclared_columns_and_reasons_are_bugs():
 
     with pytest.raises(AssertionError, match="does not declare"):
         apply_stage(Sloppy(), conform([source_row(id="s", input="x", src_size_bytes=2)]), "h")
+
+
+class _BatchHalver(_Halver):
+    """The same decisions through ``process_batch``: one call sees every pending row."""
+
+    def __init__(self, down: bool = False):
+        self.calls: list[list[str]] = []
+        self.down = down
+
+    def process(self, row):  # never used when process_batch exists
+        raise AssertionError("process called on a batched stage")
+
+    def process_batch(self, rows):
+        self.calls.append([r[Col.ID] for r in rows])
+        if self.down:
+            raise TimeoutError("backend timed out")
+        out = []
+        for row in rows:
+            try:
+                out.append(_Halver.process(self, row))
+            except OSError as e:
+                out.append(e)
+        return out
+
+
+def test_batched_stage_sees_pending_rows_once_and_keeps_order():
+    rows = [source_row(id=f"s{i}", input=str(i), src_size_bytes=size) for i, size in enumerate([2, 3, -1])]
+    rows.insert(1, {**source_row(id="done", input="d", src_size_bytes=3), Col.STATE: "rejected", Col.STAGE: "x"})
+    stage = _BatchHalver()
+    out = apply_stage(stage, conform(rows), "h").to_pylist()
+    assert stage.calls == [["s0", "s1", "s2"]]
+    assert [r[Col.ID] for r in out] == ["s0", "done", "s1", "s2"]
+    assert [r[Col.STATE] for r in out] == ["pending", "rejected", "rejected", "failed"]
+
+
+def test_a_batch_that_raises_fails_every_pending_row_and_drops_none():
+    rows = [source_row(id=f"s{i}", input=str(i), src_size_bytes=2) for i in range(3)]
+    out = apply_stage(_BatchHalver(down=True), conform(rows), "h").to_pylist()
+    assert [(r[Col.STATE], r[Col.ERROR_TYPE]) for r in out] == [("failed", "TimeoutError")] * 3
