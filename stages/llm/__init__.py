@@ -9,5 +9,6 @@ from stages.llm.base import (
     MissingWeights,
     Request,
 )
+from stages.llm.build import build_backend
 
-__all__ = ["BackendError", "BackendTimeout", "Completion", "LLMBackend", "LLMConfig", "MissingWeights", "Request"]
+__all__ = ["BackendError", "BackendTimeout", "Completion", "LLMBackend", "LLMConfig", "MissingWeights", "Request", "build_backend"]

@@ -87,20 +87,30 @@ class LLMConfig:
     api_key_env: str | None = None  # environment variable holding the API key (openai)
     timeout_s: float = 120.0  # per request (openai) / per generate call (others, best effort)
     retries: int = 2  # extra attempts after a timeout or a 5xx (openai)
+    retry_backoff_s: float = 1.0  # openai: wait before retry k (k = 0, 1, ...) is retry_backoff_s * 2**k
+    video_part: str = "video_url"  # openai: "video_url" (frames as one vLLM video/jpeg data URL) or "images"
     max_batch: int = 8  # requests per generate call
     device: str = "cpu"  # transformers only: "cpu", "cuda", "cuda:N"
     dtype: str = "auto"  # "auto", "float32", "bfloat16", "float16"
     gpu_memory_utilization: float = 0.85  # vllm
     tensor_parallel_size: int = 1  # vllm
     max_model_len: int | None = None  # vllm: cap the context (saves KV-cache memory)
+    # per-frame pixel budget of Qwen-VL video input (transformers, vllm); None: the model's own default
+    video_min_pixels: int | None = None
+    video_max_pixels: int | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"llm.backend must be one of {BACKENDS}, got {self.backend!r}")
         if self.timeout_s <= 0 or self.retries < 0 or self.max_batch < 1:
             raise ValueError("llm: timeout_s must be > 0, retries >= 0, max_batch >= 1")
+        if self.retry_backoff_s < 0 or self.video_part not in ("video_url", "images"):
+            raise ValueError("llm: retry_backoff_s must be >= 0, video_part 'video_url' or 'images'")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError("llm.gpu_memory_utilization must be in (0, 1]")
+        low, high = self.video_min_pixels, self.video_max_pixels
+        if (low is not None and low < 1) or (high is not None and high < max(low or 1, 1)):
+            raise ValueError("llm: video_min_pixels and video_max_pixels must be >= 1, min <= max")
 
     def check_model(self, where: str) -> None:
         """For an enabled step: the model must be named (a disabled step may leave it empty).
