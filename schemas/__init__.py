@@ -21,8 +21,14 @@ from schemas.tables import (
     metric_columns,
     schema_version,
 )
+from schemas.taxonomy import ASPECT_IDS, ASPECTS, TAXONOMY_COLUMNS, Aspect, Category
 
 __all__ = [
+    "ASPECTS",
+    "ASPECT_IDS",
+    "Aspect",
+    "Category",
+    "TAXONOMY_COLUMNS",
     "AUGMENT_LEDGER_SCHEMA",
     "NEGATIVE_SCHEMA",
     "NegCol",

@@ -130,6 +130,36 @@ class Col:
     SPEECH_RATIO = "speech_ratio"  # speech seconds / clip seconds
     SPEECH_LONGEST_S = "speech_longest_s"
     SPEECH_MUSIC_RATIO = "speech_music_ratio"  # music seconds / clip seconds, where the backend tags music
+    # caption_video: a detailed caption of the frames (Qwen2-VL), source title / keyword as context
+    CAPTION_VIDEO_TEXT = "caption_video_text"
+    CAPTION_VIDEO_PROMPT = "caption_video_prompt"  # prompt id and version, e.g. "caption_video@1"
+    CAPTION_VIDEO_BACKEND = "caption_video_backend"  # LLM backend and model, e.g. "vllm:qwen2-vl-72b-instruct"
+    # caption_audio: a detailed caption of the audio alone (Qwen2-Audio; never sees the video caption)
+    CAPTION_AUDIO_TEXT = "caption_audio_text"
+    CAPTION_AUDIO_PROMPT = "caption_audio_prompt"
+    CAPTION_AUDIO_BACKEND = "caption_audio_backend"
+    # caption_merge: one text prompt from both captions (Qwen2.5), with the logical-conflict check
+    CAPTION_MERGE_TEXT = "caption_merge_text"  # the clip's text prompt for training
+    CAPTION_MERGE_CONFLICT = "caption_merge_conflict"  # the captions contradict each other
+    CAPTION_MERGE_CONFLICT_DETAIL = "caption_merge_conflict_detail"  # the model's explanation ("" when none)
+    CAPTION_MERGE_UNKNOWN_SOURCE = "caption_merge_unknown_source"  # a heard sound has no identified source
+    CAPTION_MERGE_UNKNOWN_SOURCES = "caption_merge_unknown_sources"  # those sounds, as the model names them
+    CAPTION_MERGE_PROMPT = "caption_merge_prompt"
+    CAPTION_MERGE_BACKEND = "caption_merge_backend"
+    # taxonomy: category ids (schemas/taxonomy.py) per aspect; single-choice aspects are strings
+    TAXONOMY_EVENT_SCENARIO = "taxonomy_event_scenario"
+    TAXONOMY_VISUAL_STYLE = "taxonomy_visual_style"
+    TAXONOMY_SOUND_TYPE = "taxonomy_sound_type"  # list: multi-label
+    TAXONOMY_SPATIAL_COMPOSITION = "taxonomy_spatial_composition"  # list: multi-label
+    TAXONOMY_TEMPORAL_COMPOSITION = "taxonomy_temporal_composition"
+    TAXONOMY_PROMPT = "taxonomy_prompt"
+    TAXONOMY_BACKEND = "taxonomy_backend"
+    # content: sound types other than music and speech (the post-filter keeps clips with at least one)
+    CONTENT_NUM_OTHER_SOUND_TYPES = "content_num_other_sound_types"
+
+
+# list item named as Parquet names it, so a list column reads back with exactly this schema
+_STRING_LIST = pa.list_(pa.field("element", pa.string()))
 
 
 def _field(name: str, dtype: pa.DataType, metric: bool = False) -> pa.Field:
@@ -223,6 +253,27 @@ _CLIP_FIELDS = [
     _field(Col.SPEECH_RATIO, pa.float64(), metric=True),
     _field(Col.SPEECH_LONGEST_S, pa.float64(), metric=True),
     _field(Col.SPEECH_MUSIC_RATIO, pa.float64(), metric=True),
+    _field(Col.CAPTION_VIDEO_TEXT, pa.string()),
+    _field(Col.CAPTION_VIDEO_PROMPT, pa.string()),
+    _field(Col.CAPTION_VIDEO_BACKEND, pa.string()),
+    _field(Col.CAPTION_AUDIO_TEXT, pa.string()),
+    _field(Col.CAPTION_AUDIO_PROMPT, pa.string()),
+    _field(Col.CAPTION_AUDIO_BACKEND, pa.string()),
+    _field(Col.CAPTION_MERGE_TEXT, pa.string()),
+    _field(Col.CAPTION_MERGE_CONFLICT, pa.bool_(), metric=True),
+    _field(Col.CAPTION_MERGE_CONFLICT_DETAIL, pa.string()),
+    _field(Col.CAPTION_MERGE_UNKNOWN_SOURCE, pa.bool_(), metric=True),
+    _field(Col.CAPTION_MERGE_UNKNOWN_SOURCES, _STRING_LIST),
+    _field(Col.CAPTION_MERGE_PROMPT, pa.string()),
+    _field(Col.CAPTION_MERGE_BACKEND, pa.string()),
+    _field(Col.TAXONOMY_EVENT_SCENARIO, pa.string()),
+    _field(Col.TAXONOMY_VISUAL_STYLE, pa.string()),
+    _field(Col.TAXONOMY_SOUND_TYPE, _STRING_LIST),
+    _field(Col.TAXONOMY_SPATIAL_COMPOSITION, _STRING_LIST),
+    _field(Col.TAXONOMY_TEMPORAL_COMPOSITION, pa.string()),
+    _field(Col.TAXONOMY_PROMPT, pa.string()),
+    _field(Col.TAXONOMY_BACKEND, pa.string()),
+    _field(Col.CONTENT_NUM_OTHER_SOUND_TYPES, pa.int32(), metric=True),
 ]
 
 
