@@ -17,14 +17,21 @@ from typing import Any
 import yaml
 
 from stages.aesthetic import AestheticConfig
+from stages.balance import BalanceConfig
+from stages.caption_audio import CaptionAudioConfig
+from stages.caption_merge import CaptionMergeConfig
+from stages.caption_video import CaptionVideoConfig
+from stages.content import ContentConfig
 from stages.cut import CutConfig
 from stages.ingest import IngestConfig
+from stages.keywords import KeywordsConfig
 from stages.motion import MotionConfig
 from stages.ocr import OcrConfig
 from stages.probe import ProbeConfig
 from stages.scene_cut import ClipLengthConfig, SceneCutConfig
 from stages.sound import SoundConfig
 from stages.speech import SpeechConfig
+from stages.taxonomy import TaxonomyConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +98,13 @@ def _default_resources() -> dict[str, StageResources]:
         "motion": StageResources(num_cpus=0.25, batch_size=1, max_concurrency=1),
         "speech": StageResources(num_cpus=0.25, batch_size=1, max_concurrency=1),
         "ocr": StageResources(num_cpus=0.25, batch_size=1, max_concurrency=1),
+        # annotation: one model per actor; several clips per call so the engine batches them
+        # (a vLLM backend gets llm.tensor_parallel_size GPUs unless num_gpus says otherwise)
+        "caption_video": StageResources(num_cpus=0.25, batch_size=8, max_concurrency=1),
+        "caption_audio": StageResources(num_cpus=0.25, batch_size=8, max_concurrency=1),
+        "caption_merge": StageResources(num_cpus=0.25, batch_size=8, max_concurrency=1),
+        "taxonomy": StageResources(num_cpus=0.25, batch_size=8, max_concurrency=1),
+        "content": StageResources(num_cpus=0.25, batch_size=8),
     }
 
 
@@ -106,6 +120,14 @@ class Config:
     motion: MotionConfig = dataclasses.field(default_factory=MotionConfig)
     speech: SpeechConfig = dataclasses.field(default_factory=SpeechConfig)
     ocr: OcrConfig = dataclasses.field(default_factory=OcrConfig)
+    # annotation (off unless models are configured: captions are never faked)
+    caption_video: CaptionVideoConfig = dataclasses.field(default_factory=CaptionVideoConfig)
+    caption_audio: CaptionAudioConfig = dataclasses.field(default_factory=CaptionAudioConfig)
+    caption_merge: CaptionMergeConfig = dataclasses.field(default_factory=CaptionMergeConfig)
+    taxonomy: TaxonomyConfig = dataclasses.field(default_factory=TaxonomyConfig)
+    content: ContentConfig = dataclasses.field(default_factory=ContentConfig)
+    balance: BalanceConfig = dataclasses.field(default_factory=BalanceConfig)
+    keywords: KeywordsConfig = dataclasses.field(default_factory=KeywordsConfig)  # javis crawl
     output: OutputConfig = dataclasses.field(default_factory=OutputConfig)
     ray: RayConfig = dataclasses.field(default_factory=RayConfig)
     resources: dict[str, StageResources] = dataclasses.field(default_factory=_default_resources)
@@ -173,12 +195,36 @@ def preset_demo_spine() -> Config:
     return _without_filters(preset_demo())
 
 
-PRESETS: dict[str, Callable[[], Config]] = {
+ANNOTATION_STAGES = ("caption_video", "caption_audio", "caption_merge", "taxonomy")
+
+
+def preset_annotate() -> dict[str, Any]:
+    """The paper's full curation: the default filters, then the four annotation steps (vLLM)
+    and the content filter. The model paths have no default: set them, e.g.
+    ``--set caption_video.llm.model_path=/models/Qwen2-VL-7B-Instruct`` (and the same for
+    caption_audio with Qwen2-Audio-7B-Instruct, caption_merge and taxonomy with
+    Qwen2.5-7B-Instruct), or point each ``llm`` at a served endpoint with ``backend=openai``.
+    Returned as plain values: it is validated once the paths are in."""
+    values = Config().to_dict()
+    for name in (*ANNOTATION_STAGES, "content"):
+        values[name]["enabled"] = True
+    return values
+
+
+PRESETS: dict[str, Callable[[], Config | dict[str, Any]]] = {
     "default": preset_default,
     "spine": preset_spine,
     "demo": preset_demo,
     "demo-spine": preset_demo_spine,
+    "annotate": preset_annotate,
 }
+
+
+def preset_values(preset: str) -> dict[str, Any]:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    values = PRESETS[preset]()
+    return values.to_dict() if isinstance(values, Config) else values
 
 
 # ---- building from dicts, files and overrides ------------------------------------------------
@@ -238,9 +284,7 @@ def load_config(
     preset: str = "default", path: str | Path | None = None, overrides: tuple[str, ...] | list[str] = ()
 ) -> Config:
     """Preset, then a YAML/JSON file, then ``section.key=value`` overrides, validated once."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    values = PRESETS[preset]().to_dict()
+    values = preset_values(preset)
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         values = _deep_merge(values, loaded)

@@ -6,9 +6,12 @@ stages that load a model once (``StageSpec.stateful``) or ask for GPUs. Resource
 sizes come from ``Config.resources``.
 
 Order: the spine (ingest -> probe -> scene_cut -> clip_length -> cut -> sound), then, when any
-quality filter is enabled, ``decode`` (one decode per clip, shared) and the enabled filters,
-cheapest first (measured in ``bench/``), so the costly ones only see clips that can still pass.
-The transient decoded media is dropped right after the last filter.
+quality filter or caption step is enabled, ``decode`` (one decode per clip, shared) and the
+enabled filters, cheapest first (measured in ``bench/``), so the costly ones only see clips
+that can still pass. Then annotation, on the GPU in production: video and audio captions (the
+audio captioner never sees the video caption), the merge with its conflict check, the taxonomy,
+and the content filter. The transient decoded media is dropped after the last stage. Balancing
+needs every accepted clip at once, so it is not a map stage: the runner applies it at the end.
 """
 
 from __future__ import annotations
@@ -21,15 +24,20 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline.config import Config
-from schemas import Col
-from stages import aesthetic, motion, ocr, speech
-from stages.base import Rejection, Stage, apply_stage
+from schemas import WORK_SCHEMA, Col, Kind, State, conform
+from stages import aesthetic, content, motion, ocr, speech
+from stages.balance import Balance
+from stages.base import Rejection, Stage, apply_stage, now_utc
+from stages.caption_audio import CaptionAudio
+from stages.caption_merge import CaptionMerge
+from stages.caption_video import CaptionVideo
 from stages.cut import Cut
 from stages.decode import Decode
 from stages.ingest import Ingest
 from stages.probe import Probe
 from stages.scene_cut import ClipLength, SceneCut
 from stages.sound import Sound
+from stages.taxonomy import Taxonomy
 
 MAX_INPUT_BLOCKS = 2000
 
@@ -60,14 +68,42 @@ FILTERS: tuple[tuple[str, Any, Callable, str], ...] = (
 )
 
 
+# annotation steps driven by an LLM (config section, stage class): each section has an ``llm``
+LLM_STAGES: tuple[tuple[str, Any], ...] = (
+    ("caption_video", CaptionVideo),
+    ("caption_audio", CaptionAudio),
+    ("caption_merge", CaptionMerge),
+    ("taxonomy", Taxonomy),
+)
+
+# stages that read the shared decode (they declare frame_need / needs_audio)
+DECODE_CONSUMERS: tuple[tuple[str, Any], ...] = (
+    *((name, cls) for name, cls, _, _ in FILTERS),
+    ("caption_video", CaptionVideo),
+    ("caption_audio", CaptionAudio),
+)
+
 # production backends that run on a GPU: their stage gets one GPU unless resources say otherwise
 GPU_BACKENDS = {"aesthetic": "laion", "motion": "unimatch", "speech": "funasr", "ocr": "rapidocr_det_cuda"}
 
 
+def _llm_gpus(llm: Any) -> float:
+    if llm.backend == "vllm":
+        return float(llm.tensor_parallel_size)
+    if llm.backend == "transformers" and str(llm.device).startswith("cuda"):
+        return 1.0
+    return 0.0  # openai: the model runs elsewhere
+
+
 def stage_gpus(spec_name: str, config: Config) -> float:
-    """GPUs for one stage's actors: the configured number, else 1 for a production backend on CUDA."""
+    """GPUs for one stage's actors: the configured number, else 1 for a production backend on
+    CUDA (``tensor_parallel_size`` for a vLLM engine)."""
     configured = config.resources[spec_name].num_gpus
-    if configured or spec_name not in GPU_BACKENDS:
+    if configured:
+        return configured
+    if spec_name in dict(LLM_STAGES):
+        return _llm_gpus(getattr(config, spec_name).llm)
+    if spec_name not in GPU_BACKENDS:
         return configured
     section = getattr(config, spec_name)
     if section.backend != GPU_BACKENDS[spec_name]:
@@ -87,15 +123,21 @@ def check_gpus(config: Config, available_gpus: float, autoscaling: bool) -> None
         )
 
 
-def _enabled_filters(config: Config) -> list[tuple[str, Any]]:
-    return [(name, cls) for name, cls, _, _ in FILTERS if getattr(config, name).enabled]
+def _decode_consumers(config: Config) -> list[tuple[str, Any]]:
+    return [(name, cls) for name, cls in DECODE_CONSUMERS if getattr(config, name).enabled]
 
 
 def _build_decode(config: Config, output_dir: str) -> Decode:
-    filters = _enabled_filters(config)
-    needs = [n for name, cls in filters if (n := cls.frame_need(getattr(config, name))) is not None]
-    audio = any(cls.needs_audio(getattr(config, name)) for name, cls in filters)
+    consumers = _decode_consumers(config)
+    needs = [n for name, cls in consumers if (n := cls.frame_need(getattr(config, name))) is not None]
+    audio = any(cls.needs_audio(getattr(config, name)) for name, cls in consumers)
     return Decode(needs, audio, output_dir)
+
+
+def _llm_spec(name: str, cls: Any) -> StageSpec:
+    return StageSpec(
+        name, cls, lambda c, out: cls(getattr(c, name)), stateful=True, enabled=lambda c: getattr(c, name).enabled
+    )
 
 
 def _filter_spec(name: str, cls: Any, decide: Callable, ran_column: str) -> StageSpec:
@@ -117,8 +159,17 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("clip_length", ClipLength, lambda c, out: ClipLength(c.clip_length)),
     StageSpec("cut", Cut, lambda c, out: Cut(c.cut, out)),
     StageSpec("sound", Sound, lambda c, out: Sound(c.sound, out)),
-    StageSpec("decode", Decode, _build_decode, enabled=lambda c: bool(_enabled_filters(c))),
+    StageSpec("decode", Decode, _build_decode, enabled=lambda c: bool(_decode_consumers(c))),
     *(_filter_spec(*f) for f in FILTERS),
+    *(_llm_spec(*s) for s in LLM_STAGES),
+    StageSpec(
+        "content",
+        content.Content,
+        lambda c, out: content.Content(c.content),
+        enabled=lambda c: c.content.enabled,
+        decide=content.decide,
+        ran_column=Col.CONTENT_NUM_OTHER_SOUND_TYPES,
+    ),
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 
@@ -145,6 +196,47 @@ def check_columns(config: Config) -> None:
         if missing:
             raise ValueError(f"stage {spec.name} reads {sorted(missing)}, which no upstream stage produces")
         available |= set(spec.cls.produces)
+    if config.balance.enabled and set(Balance.requires) - available:
+        raise ValueError("balance needs the taxonomy columns: enable the annotation stages (taxonomy) too")
+
+
+def funnel_stages(config: Config) -> list[tuple[str, str]]:
+    """(name, unit) of every stage a row may end at, in order: the map stages, then balancing."""
+    stages = [(s.name, s.unit) for s in active_stages(config)]
+    if config.balance.enabled:
+        stages.append((Balance.name, Balance.unit))
+    return stages
+
+
+def apply_balance(rows: pa.Table, config: Config) -> pa.Table:
+    """Balancing over every accepted clip at once (a global step, so not a map stage): clips
+    over their category's quota become ``rejected`` at ``balance``. It is recomputed from the
+    accepted clips on every run and refilter, so it is never written to the staging area: a
+    later run with more clips balances all of them together."""
+    if not config.balance.enabled:
+        return rows
+    records = rows.to_pylist()
+    accepted = [r for r in records if r[Col.KIND] == Kind.CLIP and r[Col.STATE] == State.ACCEPTED]
+    dropped = Balance(config.balance).select(accepted)
+    config_hash = config.stage_hash(Balance.name)
+    for row in records:
+        rejection = dropped.get(row[Col.ID])
+        if rejection is None or row[Col.KIND] != Kind.CLIP or row[Col.STATE] != State.ACCEPTED:
+            continue
+        row.update(
+            {
+                Col.STATE: State.REJECTED,
+                Col.STAGE: Balance.name,
+                Col.REASON: rejection.reason,
+                Col.METRIC: rejection.metric,
+                Col.VALUE: None if rejection.value is None else float(rejection.value),
+                Col.THRESHOLD: None if rejection.threshold is None else float(rejection.threshold),
+                Col.DETAIL: rejection.detail,
+                Col.CONFIG_HASH: config_hash,
+                Col.UPDATED_AT: now_utc(),
+            }
+        )
+    return conform(records, WORK_SCHEMA)
 
 
 def _spec(name: str) -> StageSpec:

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.config import Config, config_from_dict, load_config_over
-from pipeline.dag import StageSpec, active_stages
+from pipeline.dag import StageSpec, active_stages, apply_balance, funnel_stages
 from pipeline.funnel import FunnelRow, check_invariant, compute_funnel
 from pipeline.outputs import CONFIG_JSON, MANIFEST, read_ledger, write_json, write_outputs
 from pipeline.runner import WORK_DIR
@@ -57,11 +57,16 @@ def redecide(row: dict[str, Any], specs: Sequence[StageSpec], config: Config, ou
         return row
     if row[Col.STATE] == State.FAILED and row[Col.ERROR_TYPE] != NEEDS_RESCORE:
         return row
+    original = row
     row = dict(row)
     _reset(row)
     row[Col.UPDATED_AT] = now_utc()
-    for spec in specs[first:]:
-        if spec.decide is None:
+    for index, spec in enumerate(specs[first:], start=first):
+        if spec.decide is None:  # a model's judgement (e.g. a caption): it stands as made
+            if index == ended_at:
+                return original  # it ended the row before: it still does
+            if index > ended_at and original[Col.STATE] != State.ACCEPTED:
+                return _needs_rescore(row, spec.name, "this clip never reached this stage")
             continue
         if row[spec.ran_column] is None:  # this stage never scored the row
             return _needs_rescore(row, spec.name, "no stored scores for this stage")
@@ -100,12 +105,13 @@ def refilter(out: str | os.PathLike, overrides: Sequence[str], dry_run: bool = F
     rows = staged.filter(pc.is_in(staged.column(Col.ID), value_set=pa.array(sorted(ledger_ids))))
     new_rows = conform([redecide(r, specs, config, out) for r in rows.to_pylist()], WORK_SCHEMA)
     num_sources = sum(1 for k in new_rows.column(Col.KIND).to_pylist() if k == Kind.SOURCE)
-    funnel = compute_funnel(new_rows, [(s.name, s.unit) for s in specs], num_sources)
-    check_invariant(new_rows, funnel)
+    balanced = apply_balance(new_rows, config)  # global: recomputed, never staged
+    funnel = compute_funnel(balanced, funnel_stages(config), num_sources)
+    check_invariant(balanced, funnel)
     if dry_run:
         return funnel
     staging.write(new_rows)
-    files = write_outputs(out, new_rows, config.output)
+    files = write_outputs(out, balanced, config.output)
     write_json(out / CONFIG_JSON, config.to_dict())
     manifest = json.loads((out / MANIFEST).read_text())
     manifest["config"] = config.to_dict()

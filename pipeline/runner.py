@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from pipeline import __version__
 from pipeline.config import Config, RayConfig
-from pipeline.dag import STAGES, active_stages, build_dataset, check_gpus
+from pipeline.dag import STAGES, active_stages, apply_balance, build_dataset, check_gpus, funnel_stages
 from pipeline.funnel import FunnelRow, check_invariant, compute_funnel
 from pipeline.inputs import FileIdCache, plan_sources
 from pipeline.outputs import CONFIG_JSON, MANIFEST, prune_media, write_json, write_outputs
@@ -186,7 +186,8 @@ def _finish(
     staged = staging.load()  # may hold sources of earlier runs with other inputs: kept, not reported
     rows = staged.filter(pc.is_in(staged.column(Col.SOURCE_ID), value_set=pa.array(sorted(planned_ids))))
     specs = active_stages(config)
-    funnel = compute_funnel(rows, [(s.name, s.unit) for s in specs], len(planned_ids))
+    rows = apply_balance(rows, config)
+    funnel = compute_funnel(rows, funnel_stages(config), len(planned_ids))
     check_invariant(rows, funnel, planned_ids)
     files = write_outputs(out, rows, config.output)
     num_pruned = prune_media(out, staged, config.cut.clips_dir, config.output.keep_rejected_media)
