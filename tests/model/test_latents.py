@@ -1,0 +1,167 @@
+"""Precomputed latents over a real curated output folder (sample media -> javis run -> javis
+augment -> precompute_latents), on local Ray."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from model.encoders import build_encoders
+from model.latents import (
+    FAILURES,
+    LATENTS_DIR,
+    TINY_BUCKETS,
+    Buckets,
+    cover_crop,
+    latent_shards,
+    precompute_latents,
+    read_negatives,
+    work_items,
+)
+from model.spec import PAPER, TINY
+from pipeline.outputs import read_shards
+from schemas.latents import LATENTS_SCHEMA, LatCol, LatentKind, unpack_tensor
+
+SAMPLE_FILES = ("three_scenes.mp4", "short_tail.mp4", "rotated.mp4")  # 4:3 and 3:4 clips of 3-4 s
+
+
+def build_curated(samples: Path, tmp_path_factory) -> tuple[Path, dict]:
+    """A curated folder with negatives and tiny latents, built once per session (shared with
+    test_data.py through a marker file, so the second module reuses it). The first latents run
+    sees one clip's media replaced by junk; the second, with the media restored, retries it; the
+    third has nothing left to do. Returns the folder and the three summaries."""
+    from augment.build import AugmentConfig
+    from pipeline.augment_runner import run_augment
+    from pipeline.config import RayConfig, load_config
+    from pipeline.runner import run
+
+    root = tmp_path_factory.getbasetemp() / "model_latents"
+    out, marker = root / "out", root / "summaries.json"
+    if marker.exists():
+        return out, json.loads(marker.read_text())
+    inputs = root / "inputs"
+    inputs.mkdir(parents=True)
+    for name in SAMPLE_FILES:
+        shutil.copy(samples / name, inputs / name)
+    run([str(inputs)], out, load_config("demo-spine", overrides=["ray.progress_bars=false"]), show_progress=False)
+    run_augment(out, AugmentConfig(), RayConfig())
+    victim = read_shards(out).to_pylist()[0]
+    media = out / victim["media_path"]
+    good = media.read_bytes()
+    media.write_bytes(b"not a video")
+    summaries = {"victim": victim["id"], "first": precompute_latents(out, batch_size=8)}
+    summaries["first_failures"] = pq.read_table(out / LATENTS_DIR / FAILURES).to_pylist()
+    media.write_bytes(good)
+    summaries["retry"] = precompute_latents(out, batch_size=8)
+    summaries["again"] = precompute_latents(out, batch_size=8)
+    marker.write_text(json.dumps(summaries, default=str))
+    return out, summaries
+
+
+@pytest.fixture(scope="session")
+def curated(samples, ray_local, tmp_path_factory):
+    return build_curated(samples, tmp_path_factory)
+
+
+def _rows(latents_dir: Path) -> list[dict]:
+    return pq.read_table(latent_shards(latents_dir)).to_pylist()
+
+
+@pytest.mark.slow
+def test_every_clip_and_negative_has_latents_with_the_spec_shapes(curated):
+    out, summaries = curated
+    clips = read_shards(out).to_pylist()
+    negatives = read_negatives(out).to_pylist()
+    rows = {r[LatCol.ID]: r for r in _rows(out / LATENTS_DIR)}
+    first = summaries["first"]
+    assert first["inputs"] == len(clips) + len(negatives) == first["encoded"] + first["failed"]
+    assert first["positives"] == len(clips) and first["negatives"] == len(negatives)
+    assert set(rows) == {c["id"] for c in clips} | {n["negative_id"] for n in negatives}
+    assert pq.read_table(out / LATENTS_DIR / FAILURES).num_rows == 0
+    encoders = build_encoders("tiny", TINY)
+    for clip in clips:
+        row = rows[clip["id"]]
+        h, w, t = row[LatCol.BUCKET_HEIGHT], row[LatCol.BUCKET_WIDTH], row[LatCol.BUCKET_FRAMES]
+        assert (h > w) == (clip["cut_height"] > clip["cut_width"])  # the rotated clip lands in a portrait bucket
+        assert t <= clip["cut_video_duration_s"] * TINY.video_fps + 1e-3
+        assert unpack_tensor(row, LatCol.VIDEO).shape == encoders.video.latent_shape(t, h, w)
+        assert unpack_tensor(row, LatCol.AUDIO).shape == encoders.audio.latent_shape(row[LatCol.NUM_SAMPLES])
+        assert row[LatCol.CAPTION] == "" and row[LatCol.CAPTION_SOURCE] == "empty"  # no titles, no annotation
+        text = unpack_tensor(row, LatCol.TEXT)
+        assert text.shape == (1, TINY.text_dim) and row[LatCol.TEXT_LEN] == TINY.text_len  # the end token only
+        assert unpack_tensor(row, LatCol.PRIOR_TEXT).shape == (1, TINY.prior_text_dim)
+    assert len({rows[c["id"]][LatCol.BUCKET] for c in clips}) >= 2  # the clips span several buckets
+    for neg in negatives:
+        row = rows[neg["negative_id"]]
+        positive = rows[neg["clip_id"]]
+        assert row[LatCol.KIND] == LatentKind.NEGATIVE and row[LatCol.CLIP_ID] == neg["clip_id"]
+        assert row[LatCol.FAMILY] == neg["family"] and row[LatCol.OPERATION] == neg["operation"]
+        assert row[LatCol.SWAPPED] == neg["family"].split("_")[0]
+        assert row[LatCol.BUCKET] == positive[LatCol.BUCKET] and row[LatCol.TEXT] is None
+        swapped = LatCol.VIDEO if row[LatCol.SWAPPED] == "video" else LatCol.AUDIO
+        assert not np.array_equal(unpack_tensor(row, swapped), unpack_tensor(positive, swapped))
+    assert pq.read_schema(latent_shards(out / LATENTS_DIR)[0]).metadata == LATENTS_SCHEMA.metadata
+
+
+@pytest.mark.slow
+def test_a_bad_clip_is_recorded_then_retried_and_done_ids_are_skipped(curated):
+    out, summaries = curated
+    first, retry, again = summaries["first"], summaries["retry"], summaries["again"]
+    assert first["failed_ids"] == [summaries["victim"]] and first["encoded"] == first["inputs"] - 1
+    failure = summaries["first_failures"][0]
+    assert failure[LatCol.ID] == summaries["victim"] and failure[LatCol.KIND] == LatentKind.POSITIVE
+    assert failure[LatCol.ERROR_TYPE] and failure[LatCol.ERROR_MESSAGE]
+    assert (retry["encoded"], retry["skipped_done"], retry["failed"]) == (1, first["inputs"] - 1, 0)
+    assert (again["encoded"], again["skipped_done"], again["failed"]) == (0, first["inputs"], 0)
+    assert pq.read_table(out / LATENTS_DIR / FAILURES).num_rows == 0
+    ids = [r[LatCol.ID] for r in _rows(out / LATENTS_DIR)]
+    assert len(ids) == len(set(ids)) == first["inputs"]  # no row written twice
+
+
+@pytest.mark.slow
+def test_settings_caption_column_and_too_short_clips(curated):
+    out, _ = curated
+    with pytest.raises(ValueError, match="other settings"):
+        precompute_latents(out, spec=PAPER)
+    with pytest.raises(ValueError, match="caption column 'caption'"):
+        work_items(out, TINY, TINY_BUCKETS, "caption", include_negatives=True)
+    long_only = Buckets(resolutions=((48, 64),), num_frames=(32,))  # 4 s: the 3 s clips do not fit
+    items, failed = work_items(out, TINY, long_only, None, include_negatives=True)
+    clips = read_shards(out).to_pylist()
+    short = {c["id"] for c in clips if c["cut_video_duration_s"] < 4}
+    assert short and {f[LatCol.ID] for f in failed if f[LatCol.ERROR_TYPE] == "too_short"} == short
+    no_positive = {f[LatCol.CLIP_ID] for f in failed if f[LatCol.ERROR_TYPE] == "no_positive"}
+    assert no_positive == short  # their negatives are accounted too
+    assert len(items) + len(failed) == len(clips) + read_negatives(out).num_rows
+
+
+def test_buckets_pick_the_nearest_aspect_and_the_longest_fitting_duration():
+    buckets = Buckets(resolutions=((48, 64), (64, 48), (64, 64)), num_frames=(24, 16))
+    assert buckets.pick(320, 240, 3.96, 8.0) == (48, 64, 24)
+    assert buckets.pick(240, 320, 2.5, 8.0) == (64, 48, 16)
+    assert buckets.pick(500, 480, 10.0, 8.0) == (64, 64, 24)
+    assert buckets.pick(320, 240, 1.9, 8.0) is None
+    with pytest.raises(ValueError, match="space stride"):
+        Buckets(resolutions=((50, 64),), num_frames=(8,)).check(TINY)
+
+
+def test_cover_crop_scales_to_cover_and_keeps_the_centre():
+    frames = np.zeros((2, 240, 320, 3), np.uint8)
+    frames[:, 100:140, 140:180] = 255  # a white square in the middle
+    out = cover_crop(frames, 64, 64)
+    assert out.shape == (2, 64, 64, 3)
+    assert out[:, 32, 32].min() == 255 and out[:, 2, 2].max() == 0
+
+
+def test_caption_falls_back_from_the_named_column_to_the_title_to_empty():
+    from model.latents import _caption
+
+    assert _caption({"caption_merge_text": "a dog barks", "src_title": "Dog"}, None) == ("a dog barks", "caption_merge_text")
+    assert _caption({"caption_merge_text": None, "src_title": "Dog"}, None) == ("Dog", "src_title")
+    assert _caption({"my_caption": "rain", "src_title": "Dog"}, "my_caption") == ("rain", "my_caption")
+    assert _caption({"src_title": None}, None) == ("", "empty")
