@@ -136,8 +136,11 @@ def _describe(row: dict[str, Any], entry: dict[str, Any]) -> str:
         span = f" [{entry['start_s']:.3f}s, {entry['end_s']:.3f}s)"
     text = f"{entry['kind']} {entry['id']}{span} from {entry['input']}\n  {_decision(entry)}"
     if row[Col.STATE] == State.REJECTED and row[Col.METRIC]:
-        text += f"\n  decision: {row[Col.METRIC]} = {row[Col.VALUE]:.6g}, threshold {row[Col.THRESHOLD]:.6g}"
+        value, threshold = (f"{v:.6g}" if v is not None else "none" for v in (row[Col.VALUE], row[Col.THRESHOLD]))
+        text += f"\n  decision: {row[Col.METRIC]} = {value}, threshold {threshold}"
         text += f" (config {row[Col.CONFIG_HASH]})"
+    elif row[Col.STATE] == State.REJECTED:
+        text += f"\n  decision: {row[Col.REASON]} (config {row[Col.CONFIG_HASH]}, backend {row[Col.BACKEND]})"
     if entry["detail"]:
         text += f"\n  detail: {entry['detail']}"
     if entry["metrics"]:

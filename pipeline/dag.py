@@ -17,6 +17,7 @@ needs every accepted clip at once, so it is not a map stage: the runner applies 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -38,6 +39,8 @@ from stages.probe import Probe
 from stages.scene_cut import ClipLength, SceneCut
 from stages.sound import Sound
 from stages.taxonomy import Taxonomy
+
+log = logging.getLogger(__name__)
 
 MAX_INPUT_BLOCKS = 2000
 
@@ -200,6 +203,30 @@ def check_columns(config: Config) -> None:
         raise ValueError("balance needs the taxonomy columns: enable the annotation stages (taxonomy) too")
 
 
+def annotation_summary(config: Config) -> dict[str, Any]:
+    """What the manifest says about annotation: each step on or off, its model and prompt."""
+    from prompts import load_prompt
+
+    steps: dict[str, Any] = {}
+    for name, cls in LLM_STAGES:
+        section = getattr(config, name)
+        entry: dict[str, Any] = {"enabled": section.enabled}
+        if section.enabled:
+            llm = section.llm
+            entry.update(backend=llm.backend, model=llm.model_path or llm.model, endpoint=llm.endpoint)
+            entry["prompt"] = load_prompt(cls.prompt_name).id
+        steps[name] = entry
+    steps["content"] = {"enabled": config.content.enabled}
+    steps["balance"] = {"enabled": config.balance.enabled}
+    summary: dict[str, Any] = {"steps": steps}
+    if not any(s["enabled"] for s in steps.values()):
+        summary["note"] = (
+            "annotation is disabled in this config (no captioning model configured): clips carry no "
+            "captions or taxonomy; see the 'annotate' preset"
+        )
+    return summary
+
+
 def funnel_stages(config: Config) -> list[tuple[str, str]]:
     """(name, unit) of every stage a row may end at, in order: the map stages, then balancing."""
     stages = [(s.name, s.unit) for s in active_stages(config)]
@@ -265,11 +292,42 @@ def drop_transient(batch: pa.Table) -> pa.Table:
     return batch.set_column(index, batch.schema.field(index), pa.nulls(batch.num_rows, pa.large_binary()))
 
 
-def build_dataset(rows: pa.Table, config: Config, output_dir: str) -> Any:
-    """A lazy Ray Dataset that runs every active stage over ``rows``."""
+def fit_cpus(config: Config, available_cpus: float | None) -> dict[str, float]:
+    """CPUs per task / actor for each active stage, shrunk to fit a fixed-size cluster.
+
+    Every actor pool holds at least one actor, and each actor holds its CPUs for the whole run.
+    If the actors together leave less than one task's CPUs free, the map tasks can never be
+    scheduled and Ray Data waits forever (on a 2-core laptop: five model stages at 0.25 CPU plus
+    a 1-CPU cut). So, for a cluster that cannot grow, the actors' reservations are scaled down
+    until a task fits beside them. The actors then share cores: slower, never stuck."""
+    specs = active_stages(config)
+    cpus = {s.name: config.resources[s.name].num_cpus for s in specs}
+    if not available_cpus:
+        return cpus
+    actors = [s.name for s in specs if s.stateful or stage_gpus(s.name, config)]
+    tasks = [s.name for s in specs if s.name not in actors]
+    for name in tasks:
+        cpus[name] = min(cpus[name], available_cpus)
+    budget = available_cpus - max((cpus[n] for n in tasks), default=0.0)
+    held = sum(cpus[n] for n in actors)
+    if held > budget + 1e-9:
+        scale = 0.95 * max(budget, 0.0) / held
+        log.warning(
+            "actor stages hold %.2f of %g CPUs and would leave no room for the map tasks: scaling their "
+            "reservations by %.2f (set resources.<stage>.num_cpus to choose)", held, available_cpus, scale
+        )
+        for name in actors:
+            cpus[name] = round(cpus[name] * scale, 4)
+    return cpus
+
+
+def build_dataset(rows: pa.Table, config: Config, output_dir: str, available_cpus: float | None = None) -> Any:
+    """A lazy Ray Dataset that runs every active stage over ``rows``. ``available_cpus``: the
+    size of a cluster that cannot grow (reservations are fitted to it, see :func:`fit_cpus`)."""
     import ray.data
 
     check_columns(config)
+    cpus = fit_cpus(config, available_cpus)
     # one block per source up to MAX_INPUT_BLOCKS (blocks are the unit of parallelism), then
     # several sources per block so a million-source plan does not become a million objects
     per_block = math.ceil(rows.num_rows / MAX_INPUT_BLOCKS) if rows.num_rows else 1
@@ -278,7 +336,7 @@ def build_dataset(rows: pa.Table, config: Config, output_dir: str) -> Any:
     for spec in specs:
         res = config.resources[spec.name]
         common: dict[str, Any] = dict(
-            batch_format="pyarrow", batch_size=res.batch_size, num_cpus=res.num_cpus, zero_copy_batch=True
+            batch_format="pyarrow", batch_size=res.batch_size, num_cpus=cpus[spec.name], zero_copy_batch=True
         )
         num_gpus = stage_gpus(spec.name, config)
         if num_gpus:

@@ -29,7 +29,15 @@ import pyarrow.compute as pc
 
 from pipeline import __version__
 from pipeline.config import Config, RayConfig
-from pipeline.dag import STAGES, active_stages, apply_balance, build_dataset, check_gpus, funnel_stages
+from pipeline.dag import (
+    STAGES,
+    active_stages,
+    annotation_summary,
+    apply_balance,
+    build_dataset,
+    check_gpus,
+    funnel_stages,
+)
 from pipeline.funnel import FunnelRow, check_invariant, compute_funnel
 from pipeline.inputs import FileIdCache, plan_sources
 from pipeline.outputs import CONFIG_JSON, MANIFEST, prune_media, write_json, write_outputs
@@ -90,10 +98,12 @@ def _execute(pending: pa.Table, config: Config, out: Path, staging: Staging, sho
     started = start_ray(config.ray)
     try:
         # a cluster joined by address may add GPU nodes on demand; a local Ray cannot
-        check_gpus(config, ray.cluster_resources().get("GPU", 0.0), autoscaling=bool(config.ray.address))
+        resources = ray.cluster_resources()
+        check_gpus(config, resources.get("GPU", 0.0), autoscaling=bool(config.ray.address))
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = config.ray.progress_bars and show_progress
-        ds = build_dataset(pending, config, str(out))
+        fixed_cpus = None if config.ray.address else resources.get("CPU")  # a joined cluster may autoscale
+        ds = build_dataset(pending, config, str(out), available_cpus=fixed_cpus)
         tally = _Tally()
         with _progress(pending.num_rows, show_progress) as bar:
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
@@ -212,6 +222,7 @@ def _finish(
         "stages": [s.name for s in specs],
         "disabled_stages": [s.name for s in STAGES if s not in specs],
         "config_hashes": {s.name: config.stage_hash(s.name) for s in specs},
+        "annotation": annotation_summary(config),
         "versions": library_versions(),
         "funnel": [row.to_json() for row in funnel],
         "counts": counts,

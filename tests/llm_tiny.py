@@ -15,7 +15,10 @@ same way the backends load production weights:
 The outputs are nonsense; what tests can rely on is the shape of the call (counts, finish
 reasons, order). ``always_stop=True`` zeroes the final norm so every logit ties at 0 and greedy
 decoding picks token id 0, ``<|endoftext|>``, an end-of-sequence id: the reply is empty and
-finishes with ``"stop"`` at the first step.
+finishes with ``"stop"`` at the first step. ``reply_tokens=N`` makes the same tie but forbids
+the end of sequence for N steps and special tokens always: the reply is N copies of the first
+ordinary token, then ``"stop"`` -- a short non-empty nonsense reply, which lets a pipeline test
+get past the caption steps to the JSON steps.
 """
 
 from __future__ import annotations
@@ -115,17 +118,23 @@ def _text_config_kwargs(tokenizer, hidden_size: int) -> dict:
     )
 
 
-def _save(model, processor_or_tokenizer, tokenizer, path: Path, always_stop: bool) -> Path:
+def _save(
+    model, processor_or_tokenizer, tokenizer, path: Path, always_stop: bool, reply_tokens: int | None = None
+) -> Path:
     import torch
     from transformers import GenerationConfig
 
     ids = _ids(tokenizer)
-    if always_stop:
+    if always_stop or reply_tokens:
         with torch.no_grad():
             model.get_decoder().norm.weight.zero_()
+    eos = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    extra = {}
+    if reply_tokens:
+        extra = dict(min_new_tokens=reply_tokens, suppress_tokens=[i for i in ids.values() if i not in eos])
     # like Qwen's instruct checkpoints: both <|im_end|> and <|endoftext|> end a reply
     model.generation_config = GenerationConfig(
-        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]], pad_token_id=ids["<|endoftext|>"], do_sample=False
+        eos_token_id=eos, pad_token_id=ids["<|endoftext|>"], do_sample=False, **extra
     )
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
@@ -133,7 +142,9 @@ def _save(model, processor_or_tokenizer, tokenizer, path: Path, always_stop: boo
     return path
 
 
-def build_tiny_text_model(path: Path, *, always_stop: bool = False, seed: int = 0) -> Path:
+def build_tiny_text_model(
+    path: Path, *, always_stop: bool = False, reply_tokens: int | None = None, seed: int = 0
+) -> Path:
     """A 2-layer Qwen2ForCausalLM (hidden 64) and its tokenizer, saved to ``path``."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -141,10 +152,17 @@ def build_tiny_text_model(path: Path, *, always_stop: bool = False, seed: int = 
     torch.manual_seed(seed)
     tokenizer = build_tiny_tokenizer()
     model = Qwen2ForCausalLM(Qwen2Config(**_text_config_kwargs(tokenizer, 64), tie_word_embeddings=False))
-    return _save(model.eval(), tokenizer, tokenizer, Path(path), always_stop)
+    return _save(model.eval(), tokenizer, tokenizer, Path(path), always_stop, reply_tokens)
 
 
-def build_tiny_vl_model(path: Path, *, family: str = "qwen2_vl", always_stop: bool = False, seed: int = 0) -> Path:
+def build_tiny_vl_model(
+    path: Path,
+    *,
+    family: str = "qwen2_vl",
+    always_stop: bool = False,
+    reply_tokens: int | None = None,
+    seed: int = 0,
+) -> Path:
     """A Qwen2-VL (``family="qwen2_vl"``) or Qwen2.5-VL (``"qwen2_5_vl"``) with a 1-block vision tower
     (width 32) and a 2-layer text model (hidden 64), its image and video processors (patch 14, merge 2,
     temporal patch 2, a small pixel budget: a frame is a few 28x28 cells), saved to ``path``."""
@@ -184,10 +202,12 @@ def build_tiny_vl_model(path: Path, *, family: str = "qwen2_vl", always_stop: bo
         tokenizer=tokenizer,
         chat_template=CHAT_TEMPLATE,
     )
-    return _save(model.eval(), processor, tokenizer, Path(path), always_stop)
+    return _save(model.eval(), processor, tokenizer, Path(path), always_stop, reply_tokens)
 
 
-def build_tiny_audio_model(path: Path, *, always_stop: bool = False, seed: int = 0) -> Path:
+def build_tiny_audio_model(
+    path: Path, *, always_stop: bool = False, reply_tokens: int | None = None, seed: int = 0
+) -> Path:
     """A Qwen2-Audio with a 1-layer encoder (d_model 32, 32 mel bins, 8 s window) and a 2-layer text
     model (hidden 64), its Whisper feature extractor and processor, saved to ``path``."""
     import torch
@@ -212,4 +232,4 @@ def build_tiny_audio_model(path: Path, *, always_stop: bool = False, seed: int =
     model = Qwen2AudioForConditionalGeneration(config)
     extractor = WhisperFeatureExtractor(feature_size=32, sampling_rate=16_000, chunk_length=chunk_s)
     processor = Qwen2AudioProcessor(feature_extractor=extractor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE)
-    return _save(model.eval(), processor, tokenizer, Path(path), always_stop)
+    return _save(model.eval(), processor, tokenizer, Path(path), always_stop, reply_tokens)

@@ -84,3 +84,17 @@ def test_a_gpu_stage_on_a_machine_without_gpus_fails_fast():
         check_gpus(config, available_gpus=0, autoscaling=False)
     check_gpus(config, available_gpus=0, autoscaling=True)  # an autoscaler may add GPU nodes
     check_gpus(load_config("default"), available_gpus=0, autoscaling=False)
+
+
+def test_actor_reservations_are_fitted_so_a_map_task_can_always_run():
+    from pipeline.dag import fit_cpus
+
+    llm = [f"{s}.llm.{k}" for s in ("caption_video", "caption_audio", "caption_merge", "taxonomy")
+           for k in ("backend=transformers", "model_path=/models/x")]  # fmt: skip
+    config = load_config("annotate", overrides=llm)
+    fitted = fit_cpus(config, 2.0)
+    actors = ["aesthetic", "motion", "speech", "ocr", "caption_video", "caption_audio", "caption_merge", "taxonomy"]
+    assert sum(fitted[a] for a in actors) + max(fitted[t] for t in ("cut", "decode", "scene_cut")) <= 2.0
+    assert fit_cpus(config, None) == {s: config.resources[s].num_cpus for s in fitted}  # a cluster that can grow
+    demo = load_config("demo")
+    assert fit_cpus(demo, 2.0) == {s: demo.resources[s].num_cpus for s in fit_cpus(demo, None)}  # fits as is
