@@ -3,6 +3,7 @@
 javis demo [--output DIR]                      make sample media and curate it
 javis run --input PATH|URL|LIST|QUERY ... --output DIR [--preset NAME] [--config FILE]
           [--set section.key=value ...] [--address auto]
+javis crawl --output DIR --set keywords.llm.model_path=... [--keywords-only]
 javis audit DIR [--json] [--items] [--clip ID | --source ID]
 """
 
@@ -111,6 +112,31 @@ def demo(output, preset, config_path, overrides, address, num_cpus, quiet, verbo
     make_sample_media(samples)
     click.echo(f"sample media in {samples}")
     _curate([str(samples)], output, config, quiet)
+
+
+@main.command()
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--keywords-only", is_flag=True, help="Write the keyword plan (keywords.json) and stop.")
+@_config_options
+def crawl(output, keywords_only, preset, config_path, overrides, address, num_cpus, quiet, verbose) -> None:
+    """Search keywords per taxonomy category from the text LLM (keywords.* settings), then
+    yt-dlp searches with per-category quotas, curated like `javis run`. Rerun to resume: the
+    keyword plan in OUTPUT/keywords.json is reused while the keyword settings are unchanged."""
+    from pipeline.crawl import plan_crawl
+
+    _setup_logging(verbose)
+    try:
+        config = _resolve(preset, config_path, overrides, address, num_cpus)
+        plan = plan_crawl(output, config)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    source = "reused from keywords.json" if plan.reused else "from the model"
+    click.echo(f"{len(plan.queries)} searches over {len(plan.keywords)} categories ({source})")
+    for category, problem in sorted(plan.problems.items()):
+        click.echo(f"  no keywords for {category}: {problem}")
+    if keywords_only or not plan.queries:
+        return
+    _curate(plan.inputs, output, config, quiet)
 
 
 @main.command()
