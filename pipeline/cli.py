@@ -5,6 +5,11 @@ javis run --input PATH|URL|LIST|QUERY ... --output DIR [--preset NAME] [--config
           [--set section.key=value ...] [--address auto]
 javis crawl --output DIR --set keywords.llm.model_path=... [--keywords-only]
 javis audit DIR [--json] [--items] [--clip ID | --source ID]
+javis latents OUT [--encoders tiny|production] [--preset tiny|paper] [--path key=value ...]
+javis train video|audio|prior|joint --preset NAME --data OUT --output RUN_DIR [--steps N] [--workers N]
+          [--batch-size N] [--init-from CKPT] [--gpu]
+javis params prior|dit --preset NAME
+javis sample --checkpoint RUN_DIR --prompt TEXT --output FILE.mp4
 """
 
 from __future__ import annotations
@@ -208,6 +213,137 @@ def audit(output, as_json, items, clip_id, source_id) -> None:
             click.echo(format_funnel(audit_json(output)["funnel"]))
     except (KeyError, FileNotFoundError) as e:
         raise click.ClickException(str(e).strip("'\"")) from e
+
+
+def _key_values(pairs, what: str) -> dict[str, str]:
+    out = {}
+    for text in pairs:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{what} must look like key=value, got {text!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+@main.command()
+@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.option("--encoders", type=click.Choice(["tiny", "production"]), default="tiny", show_default=True,
+              help="tiny: random seeded modules (smoke runs); production: local weights from --path.")
+@click.option("--preset", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True,
+              help="Latent sizes (model.spec): must match the preset you train with.")
+@click.option("--path", "paths", multiple=True, metavar="KEY=DIR",
+              help="Local weights for production encoders: t5, imagebind, imagebind_bpe, video_vae, audio_vae, vocoder.")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--workers", type=int, default=1, show_default=True, help="Encoder actors.")
+@click.option("--gpus", type=float, default=0, show_default=True, help="GPUs per encoder actor.")
+@click.option("--address", default=None, help="Ray cluster to join. Default: start a local Ray.")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def latents(output, encoders, preset, paths, batch_size, workers, gpus, address, verbose) -> None:
+    """Precompute VAE latents and text states of OUTPUT (a curated folder) into OUTPUT/latents/."""
+    import json
+
+    from model.latents import precompute_latents
+    from model.spec import latent_spec
+
+    _setup_logging(verbose)
+    try:
+        summary = precompute_latents(output, encoders=encoders, spec=latent_spec(preset),
+                                     encoder_paths=_key_values(paths, "--path"), batch_size=batch_size,
+                                     num_workers=workers, num_gpus=gpus, ray_address=address)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(json.dumps({k: summary[k] for k in ("output_dir", "inputs", "positives", "negatives", "skipped_done",
+                                                   "encoded", "failed")}))
+
+
+@main.command()
+@click.argument("stage", type=click.Choice(["video", "audio", "prior", "joint"]))
+@click.option("--preset", default="tiny", show_default=True, help="Model sizes: tiny | paper.")
+@click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Curated output folder with latents/ (javis latents).")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Run folder; rerunning resumes from its latest checkpoint.")
+@click.option("--steps", type=int, default=100, show_default=True, help="Total steps of the stage.")
+@click.option("--workers", type=int, default=2, show_default=True, help="Ray Train workers.")
+@click.option("--batch-size", type=int, default=2, show_default=True, help="Per worker.")
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--init-from", default=None, help="Checkpoint (or run folder) of the previous stage.")
+@click.option("--prior-from", default=None, help="joint: ST-Prior checkpoint if --init-from is not a prior one.")
+@click.option("--checkpoint-every", type=int, default=1000, show_default=True)
+@click.option("--log-every", type=int, default=10, show_default=True)
+@click.option("--cpus-per-worker", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--gpu", is_flag=True, help="One GPU per worker (NCCL, bf16 autocast).")
+@click.option("--fsdp", is_flag=True, help="FSDP instead of DDP (paper sizes on small GPUs; untested).")
+@click.option("--address", default=None, help="Ray cluster to join. Default: start a local Ray.")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def train(stage, preset, data, output, steps, workers, batch_size, lr, init_from, prior_from, checkpoint_every,
+          log_every, cpus_per_worker, seed, gpu, fsdp, address, verbose) -> None:  # fmt: skip
+    """Train one STAGE on Ray Train; prints the loss as it goes and ends with a JSON line."""
+    import json
+
+    from model.train import TrainConfig
+    from model.train import train as run_train
+
+    _setup_logging(verbose)
+    try:
+        config = TrainConfig(stage=stage, data=data, output=output, preset=preset, steps=steps, batch_size=batch_size,
+                             lr=lr, workers=workers, use_gpu=gpu, cpus_per_worker=cpus_per_worker, seed=seed,
+                             parallel="fsdp" if fsdp else "ddp", checkpoint_every=checkpoint_every,
+                             log_every=log_every, init_from=init_from, prior_from=prior_from, ray_address=address)
+        summary = run_train(config)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    keys = ("stage", "steps", "first_loss", "last_loss", "checkpoint", "margin_before", "margin_after")
+    click.echo(json.dumps({k: summary[k] for k in keys if k in summary}))
+
+
+@main.command()
+@click.argument("kind", type=click.Choice(["prior", "dit"]))
+@click.option("--preset", default="paper", show_default=True, help="tiny | paper.")
+@click.option("--stage", default=None, type=click.Choice(["video", "audio", "prior", "joint"]),
+              help="dit: count the parameters this stage trains as 'trainable'.")
+def params(kind, preset, stage) -> None:
+    """Total and trainable parameter counts (built on the meta device: instant for the paper sizes)."""
+    import json
+
+    from model.params import count_parameters
+
+    try:
+        click.echo(json.dumps(count_parameters(kind, preset, stage if kind == "dit" else None)))
+    except ValueError as e:
+        raise click.ClickException(str(e)) from e
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(exists=True), help="Checkpoint or run folder.")
+@click.option("--prompt", required=True)
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False), help="FILE.mp4")
+@click.option("--steps", type=int, default=30, show_default=True, help="Euler steps.")
+@click.option("--cfg", type=float, default=7.0, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--duration", "duration_s", type=float, default=None, help="Seconds (default: shortest bucket).")
+@click.option("--resolution", default=None, metavar="HxW", help="e.g. 48x64 (default: first bucket).")
+@click.option("--prior-checkpoint", default=None, help="An ST-Prior checkpoint, if --checkpoint has none.")
+@click.option("--path", "paths", multiple=True, metavar="KEY=DIR", help="Local weights for production encoders.")
+@click.option("--device", default="cpu", show_default=True)
+def sample(checkpoint, prompt, output, steps, cfg, seed, duration_s, resolution, prior_checkpoint, paths,
+           device) -> None:  # fmt: skip
+    """Write a video with its audio track (MP4, H.264 + AAC) for PROMPT from a checkpoint."""
+    import json
+
+    from model.sample import sample as run_sample
+
+    try:
+        size = tuple(int(v) for v in resolution.lower().split("x")) if resolution else None
+        if size is not None and len(size) != 2:
+            raise ValueError(f"--resolution must be HxW, got {resolution!r}")
+        summary = run_sample(checkpoint, prompt, output, steps=steps, cfg=cfg, seed=seed, duration_s=duration_s,
+                             resolution=size, prior_checkpoint=prior_checkpoint,
+                             encoder_paths=_key_values(paths, "--path"), device=device)
+    except (ValueError, FileNotFoundError) as e:
+        raise click.ClickException(str(e)) from e
+    click.echo(json.dumps(summary))
 
 
 if __name__ == "__main__":

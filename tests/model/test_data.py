@@ -7,16 +7,8 @@ import pytest
 import torch
 
 from model.data import collate, iter_bucketed_batches, latent_dataset, load_rows, pair_rows, rows_from_batches
-from model.latents import LATENTS_DIR
 from model.spec import TINY
 from schemas.latents import LatCol, LatentKind, pack_tensor, unpack_tensor
-from tests.model.test_latents import build_curated
-
-
-@pytest.fixture(scope="session")
-def latents_dir(samples, ray_local, tmp_path_factory):
-    out, _ = build_curated(samples, tmp_path_factory)
-    return out / LATENTS_DIR
 
 
 def _row(row_id: str, bucket: str, kind: str = LatentKind.POSITIVE, clip_id: str | None = None, seed: int = 0,

@@ -3,8 +3,6 @@ augment -> precompute_latents), on local Ray."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,46 +24,6 @@ from model.latents import (
 from model.spec import PAPER, TINY
 from pipeline.outputs import read_shards
 from schemas.latents import LATENTS_SCHEMA, LatCol, LatentKind, unpack_tensor
-
-SAMPLE_FILES = ("three_scenes.mp4", "short_tail.mp4", "rotated.mp4")  # 4:3 and 3:4 clips of 3-4 s
-
-
-def build_curated(samples: Path, tmp_path_factory) -> tuple[Path, dict]:
-    """A curated folder with negatives and tiny latents, built once per session (shared with
-    test_data.py through a marker file, so the second module reuses it). The first latents run
-    sees one clip's media replaced by junk; the second, with the media restored, retries it; the
-    third has nothing left to do. Returns the folder and the three summaries."""
-    from augment.build import AugmentConfig
-    from pipeline.augment_runner import run_augment
-    from pipeline.config import RayConfig, load_config
-    from pipeline.runner import run
-
-    root = tmp_path_factory.getbasetemp() / "model_latents"
-    out, marker = root / "out", root / "summaries.json"
-    if marker.exists():
-        return out, json.loads(marker.read_text())
-    inputs = root / "inputs"
-    inputs.mkdir(parents=True)
-    for name in SAMPLE_FILES:
-        shutil.copy(samples / name, inputs / name)
-    run([str(inputs)], out, load_config("demo-spine", overrides=["ray.progress_bars=false"]), show_progress=False)
-    run_augment(out, AugmentConfig(), RayConfig())
-    victim = read_shards(out).to_pylist()[0]
-    media = out / victim["media_path"]
-    good = media.read_bytes()
-    media.write_bytes(b"not a video")
-    summaries = {"victim": victim["id"], "first": precompute_latents(out, batch_size=8)}
-    summaries["first_failures"] = pq.read_table(out / LATENTS_DIR / FAILURES).to_pylist()
-    media.write_bytes(good)
-    summaries["retry"] = precompute_latents(out, batch_size=8)
-    summaries["again"] = precompute_latents(out, batch_size=8)
-    marker.write_text(json.dumps(summaries, default=str))
-    return out, summaries
-
-
-@pytest.fixture(scope="session")
-def curated(samples, ray_local, tmp_path_factory):
-    return build_curated(samples, tmp_path_factory)
 
 
 def _rows(latents_dir: Path) -> list[dict]:
