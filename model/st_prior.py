@@ -20,7 +20,8 @@ transformer with 4 encoder layers over the text states and 4 decoder layers for 
 spatial/temporal pair) and the one-layer attention discriminator add 0.53M, 30.65M in all
 (29.23 "M" in the paper's units). The frozen ImageBind text encoder is not part of this module.
 
-VA-encoding gaps in C.2.2, filled as follows: the "linear layer" that unifies channels is a
+VA-encoding gaps in C.2.2, filled as follows: each latent is first standardised per sample and
+channel (see ``VAEncoder._standardize``); the "linear layer" that unifies channels is a
 patch embedding (a linear map on 1x2x2 video / 2x2 audio patches); a sin-cos position embedding is
 added over space (video) and frequency (audio); spatial tokens are the raster-ordered patches of a
 frame, linearly interpolated to N_s, and temporal tokens the latent frames interpolated to N_t; the
@@ -160,7 +161,22 @@ class VAEncoder(nn.Module):
         x = F.pad(x, [amount for pad in reversed(pads) for amount in (0, pad)])
         return conv(x)  # (B, D, T', *space)
 
+    @staticmethod
+    def _standardize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+        """Per sample and channel, zero mean and unit variance over time/space (an instance norm).
+
+        VAE latents carry large channel offsets shared by every clip (the tiny audio VAE's channel 0
+        sits near -7 with a within-clip spread near 1.5), and the fuser averages tokens over a whole
+        axis: without this, every clip's embedding pointed the same way (cosine 0.9999 between clips,
+        0.999 between a clip and its negative), the cosine losses had next to no gradient and the
+        prior margin stayed at noise level. Where and when things happen is what is kept."""
+        dims = tuple(range(2, x.ndim))
+        mean = x.mean(dim=dims, keepdim=True)
+        std = x.float().std(dim=dims, keepdim=True, correction=0).to(x.dtype)
+        return (x - mean) / (std + eps)
+
     def _tokens(self, video: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        video, audio = self._standardize(video), self._standardize(audio)
         v = self._patchify(self.video_embed, video)  # (B, D, T, H, W)
         dim, (_, h, w) = v.shape[1], v.shape[2:]
         v = v.flatten(3).permute(0, 2, 3, 1) + sincos_2d(h, w, dim, v.device).to(v.dtype)  # (B, T, S, D)
@@ -250,7 +266,10 @@ def prior_loss(prior_out: PriorOutput, pos_emb: VAEmbedding, neg_emb: VAEmbeddin
         if discriminator is not None:
             terms["disc"] = terms["disc"] + discriminator_loss(discriminator, prior, pos, neg)
         terms["va"] = terms["va"] + discrepancy_loss(pos, neg, weights.va_cos_floor)
-        terms["l2"] = terms["l2"] + F.mse_loss(prior, pos)
+        # the L2 term moves the prior to the positive, not the positive to the prior: without the
+        # stop-gradient it also drags the VA embeddings toward the prior, a shortcut to a collapsed
+        # (and sync-blind) embedding that the cosine terms then cannot tell from its negative
+        terms["l2"] = terms["l2"] + F.mse_loss(prior, pos.detach())
         terms["kl"] = terms["kl"] + kl_to_standard_normal(mean.float(), logvar.float())
     terms = {k: torch.as_tensor(v, device=prior_out.spatial.device) for k, v in terms.items()}
     total = sum(getattr(weights, name) * value for name, value in terms.items())

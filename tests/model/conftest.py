@@ -63,8 +63,10 @@ def latents_dir(curated) -> Path:
 
 
 # each stage overfits the five demo clips; the joint stage trains only the small prior and
-# Bi-CrossAttn layers, so it gets a larger step size to move within a short run
-STAGE_STEPS, STAGE_LR = 40, {"video": 2e-3, "audio": 2e-3, "prior": 2e-3, "joint": 1e-2}
+# Bi-CrossAttn layers, so it gets a larger step size to move within a short run; the prior stage
+# must generalise its margin to a held-back clip within 40 steps (at 2e-3 the gain on the held-back
+# clip over 8 seeds was 0.06 on average, at 5e-3 0.15, and never below 0.03)
+STAGE_STEPS, STAGE_LR = 40, {"video": 2e-3, "audio": 2e-3, "prior": 5e-3, "joint": 1e-2}
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from model.train import FlowObjective, PriorObjective, TrainConfig, latents_fold
 from tests.model.conftest import STAGE_STEPS
 
 GOLDEN = Path(__file__).parents[1] / "data" / "golden" / "train_losses.json"
+MARGIN_NOISE = 0.006  # the largest |margin| an untrained estimator showed on the held-back clip (8 seeds)
 STAGES = ("video", "audio", "prior", "joint")
 
 
@@ -121,7 +122,10 @@ def test_the_prior_margin_on_held_back_clips_improves(stage_runs):
     before, after = summary["margin_before"], summary["margin_after"]
     print(f"ST-Prior margin on held-back clips {summary['holdout_clips']}: before {before:.6f}, after {after:.6f}")
     assert len(summary["holdout_clips"]) == 1
-    assert after > before
+    # at initialisation the margin is noise (|margin| < MARGIN_NOISE over 8 seeds); the same short
+    # run in-process (same data, lr and steps, 8 seeds) raised it by 0.04 to 0.30. A gain of 3x the
+    # noise says the objective makes the estimator prefer the held-back clip's positives
+    assert after - before > 3 * MARGIN_NOISE
 
 
 # ---------------------------------------------------------------- golden (single process, no Ray)
