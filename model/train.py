@@ -472,6 +472,8 @@ def train(config: TrainConfig, resume: bool | None = None) -> dict[str, Any]:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(address=config.ray_address, include_dashboard=False)
         started = True
+    # the loss lines are the progress report: no Ray Data bars for every epoch's split
+    ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         ingest = DataConfig.default_ingest_options()
         ingest.preserve_order = True  # the same rows in the same order each epoch: resumable positions
