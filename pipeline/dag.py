@@ -28,7 +28,7 @@ from pipeline.config import Config
 from schemas import WORK_SCHEMA, Col, Kind, State, conform
 from stages import aesthetic, content, motion, ocr, speech
 from stages.balance import Balance
-from stages.base import Rejection, Stage, apply_stage, now_utc
+from stages.base import Rejection, Stage, apply_stage, mark_rejected
 from stages.caption_audio import CaptionAudio
 from stages.caption_merge import CaptionMerge
 from stages.caption_video import CaptionVideo
@@ -250,19 +250,7 @@ def apply_balance(rows: pa.Table, config: Config) -> pa.Table:
         rejection = dropped.get(row[Col.ID])
         if rejection is None or row[Col.KIND] != Kind.CLIP or row[Col.STATE] != State.ACCEPTED:
             continue
-        row.update(
-            {
-                Col.STATE: State.REJECTED,
-                Col.STAGE: Balance.name,
-                Col.REASON: rejection.reason,
-                Col.METRIC: rejection.metric,
-                Col.VALUE: None if rejection.value is None else float(rejection.value),
-                Col.THRESHOLD: None if rejection.threshold is None else float(rejection.threshold),
-                Col.DETAIL: rejection.detail,
-                Col.CONFIG_HASH: config_hash,
-                Col.UPDATED_AT: now_utc(),
-            }
-        )
+        mark_rejected(row, Balance.name, rejection, config_hash)
     return conform(records, WORK_SCHEMA)
 
 

@@ -89,20 +89,7 @@ def _finish(row: dict[str, Any], stage: Stage, outcome: Outcome, config_hash: st
         r = outcome.rejection
         if r.reason not in stage.reasons:
             raise AssertionError(f"stage {stage.name} emitted undeclared reason {r.reason!r}")
-        row.update(
-            {
-                Col.STATE: State.REJECTED,
-                Col.STAGE: stage.name,
-                Col.REASON: r.reason,
-                Col.METRIC: r.metric,
-                Col.VALUE: None if r.value is None else float(r.value),
-                Col.THRESHOLD: None if r.threshold is None else float(r.threshold),
-                Col.DETAIL: r.detail,
-                Col.BACKEND: getattr(stage, "backend_id", None),
-                Col.CONFIG_HASH: config_hash,
-                Col.UPDATED_AT: now_utc(),
-            }
-        )
+        mark_rejected(row, stage.name, r, config_hash, getattr(stage, "backend_id", None))
     children = []
     for child in outcome.children:
         child = dict(child)
@@ -111,6 +98,26 @@ def _finish(row: dict[str, Any], stage: Stage, outcome: Outcome, config_hash: st
         child.setdefault(Col.UPDATED_AT, now_utc())
         children.append(child)
     return [row, *children]
+
+
+def mark_rejected(
+    row: dict[str, Any], stage_name: str, rejection: Rejection, config_hash: str | None, backend: str | None = None
+) -> None:
+    """Record a final ``rejected`` decision of ``stage_name`` on ``row``."""
+    row.update(
+        {
+            Col.STATE: State.REJECTED,
+            Col.STAGE: stage_name,
+            Col.REASON: rejection.reason,
+            Col.METRIC: rejection.metric,
+            Col.VALUE: None if rejection.value is None else float(rejection.value),
+            Col.THRESHOLD: None if rejection.threshold is None else float(rejection.threshold),
+            Col.DETAIL: rejection.detail,
+            Col.BACKEND: backend,
+            Col.CONFIG_HASH: config_hash,
+            Col.UPDATED_AT: now_utc(),
+        }
+    )
 
 
 def mark_failed(row: dict[str, Any], stage_name: str, error: BaseException, config_hash: str | None) -> None:
