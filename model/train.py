@@ -96,6 +96,7 @@ class TrainConfig:
     holdout_clips: int | None = None  # clips held back for the prior margin (None: 1 for prior, else 0)
     ray_address: str | None = None  # Ray cluster to join; None starts (or reuses) a local Ray
     materialize: bool = True  # hold the latent rows in the object store (False: stream, for data > memory)
+    shuffle_buffer: int = 256  # rows shuffled per worker and epoch, seeded by (seed, epoch, rank); 0: data order
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -106,6 +107,8 @@ class TrainConfig:
             raise ValueError(f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError("ema_decay must be in [0, 1)")
+        if self.shuffle_buffer < 0:
+            raise ValueError("shuffle_buffer must be >= 0")
         object.__setattr__(self, "betas", tuple(self.betas))
         load_preset(self.preset)  # unknown preset -> ValueError now, not inside a worker
 
@@ -244,6 +247,25 @@ def _all_ranks(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
+def shuffled(rows: Any, buffer: int, seed: int) -> Any:
+    """``rows`` in a seeded random order, holding at most ``buffer`` rows: the same input order
+    and seed give the same output order, which is what makes a saved data position resumable."""
+    import random
+
+    if buffer <= 1:
+        yield from rows
+        return
+    rng, held = random.Random(seed), []
+    for row in rows:
+        held.append(row)
+        if len(held) >= buffer:
+            i = rng.randrange(len(held))
+            held[i], held[-1] = held[-1], held[i]
+            yield held.pop()
+    rng.shuffle(held)
+    yield from held
+
+
 class ShardStream:
     """Endless bucketed batches from a worker's dataset shard, epoch after epoch.
 
@@ -252,11 +274,14 @@ class ShardStream:
     is dropped, as ``drop_last`` would). That keeps DDP's collectives matched and lets Ray Data's
     split coordinator start each epoch for all shards at once. ``(epoch, batch_index)`` is the
     position: ``batch_index`` batches of ``epoch`` consumed; a stream built at a saved position
-    replays and drops that many batches (Train's ingest preserves order, so they are the same ones).
+    replays and drops that many batches (Train's ingest preserves order and each epoch's shuffle is
+    seeded by ``(seed, epoch, rank)``, so they are the same ones).
     """
 
-    def __init__(self, shard: Any, batch_size: int, device: torch.device, epoch: int = 0, batch_index: int = 0) -> None:
+    def __init__(self, shard: Any, batch_size: int, device: torch.device, epoch: int = 0, batch_index: int = 0,
+                 *, shuffle_buffer: int = 0, seed: int = 0, rank: int = 0) -> None:
         self.shard, self.batch_size, self.device = shard, batch_size, device
+        self.shuffle_buffer, self.seed, self.rank = shuffle_buffer, seed, rank
         self.epoch, self.batch_index = epoch, 0
         self._open()
         for _ in range(batch_index):
@@ -266,6 +291,7 @@ class ShardStream:
 
     def _open(self) -> None:
         rows = rows_from_batches(self.shard.iter_batches(batch_size=64, batch_format="pyarrow"))
+        rows = shuffled(rows, self.shuffle_buffer, hash((self.seed, self.epoch, self.rank)))
         self._batches = iter_bucketed_batches(rows, self.batch_size, drop_last=False)
 
     def next(self) -> dict[str, Any]:
@@ -359,7 +385,8 @@ def _train_loop(loop_config: dict[str, Any]) -> None:  # one per Ray Train worke
     noise_gen = torch.Generator(device=device).manual_seed(config.seed + rank + 1_000_003 * start)
     mask_gen = torch.Generator().manual_seed(config.seed + rank + 1_000_003 * start)
     stream = ShardStream(ray.train.get_dataset_shard("train"), config.batch_size, device,
-                         progress["epoch"], progress["batch_index"])
+                         progress["epoch"], progress["batch_index"],
+                         shuffle_buffer=config.shuffle_buffer, seed=config.seed, rank=rank)
     holdout = [b for b in iter_bucketed_batches(loop_config["holdout_rows"], config.batch_size, drop_last=False)] \
         if loop_config["holdout_rows"] else []
     metrics: dict[str, Any] = {"stage": config.stage, "start_step": start, "start_epoch": progress["epoch"],

@@ -176,3 +176,14 @@ def test_a_fixed_seed_short_run_matches_the_golden_losses():
     assert set(golden) == set(curves)
     for name, losses in curves.items():
         assert losses == pytest.approx(golden[name], rel=1e-4, abs=1e-5), name
+
+
+def test_each_epoch_shuffle_is_a_seeded_permutation():
+    from model.train import shuffled
+
+    rows = list(range(100))
+    once = list(shuffled(iter(rows), 16, seed=7))
+    assert sorted(once) == rows and once != rows  # every row once, in another order
+    assert list(shuffled(iter(rows), 16, seed=7)) == once  # a resumed run replays the same order
+    assert list(shuffled(iter(rows), 16, seed=8)) != once
+    assert list(shuffled(iter(rows), 0, seed=7)) == rows  # 0: data order
