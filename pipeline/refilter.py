@@ -65,7 +65,7 @@ def redecide(row: dict[str, Any], specs: Sequence[StageSpec], config: Config, ou
         if spec.decide is None:  # a model's judgement (e.g. a caption): it stands as made
             if index == ended_at:
                 return original  # it ended the row before: it still does
-            if index > ended_at and original[Col.STATE] != State.ACCEPTED:
+            if index > ended_at:  # it ended earlier (an accepted row ends after every stage)
                 return _needs_rescore(row, spec.name, "this clip never reached this stage")
             continue
         if row[spec.ran_column] is None:  # this stage never scored the row
