@@ -1,12 +1,16 @@
-"""cut: write each candidate clip as its own file with FFmpeg, video and audio together.
+"""cut: encode each clip that passed every other stage as its own file, video and audio together.
 
-Input: pending clip rows with ``src_path`` and ``clip_start_s``/``clip_end_s``. The clip is
-re-encoded (H.264 + AAC in MP4), which makes video boundaries frame-accurate; the audio is
+Input: pending clip rows with ``src_path`` and ``clip_start_s``/``clip_end_s``; the last map
+stage, so only clips no filter or model rejected are ever encoded. The clip is re-encoded
+(H.264 + AAC in MP4) from the source, which makes video boundaries frame-accurate; the audio is
 cut to the same interval by the same seek. FFmpeg's autorotation applies the source's display
 rotation to the pixels, so clips play upright without relying on rotation metadata.
 
 The seek point sits a quarter frame before the first frame's timestamp: FFmpeg keeps frames
 whose timestamp is at or after the seek point, so rounding can never drop or add a frame.
+Clip times count from the video stream's first timestamp, FFmpeg's ``-ss`` from the file's
+start (the earliest stream): the difference is added, or a source whose video starts after its
+audio would be cut a frame early.
 
 Output columns: ``media_path`` (relative to the output folder), ``media_size_bytes``,
 ``media_sha256`` or, with ``embed_media``, ``media_bytes`` instead of a file; ``cut_width``,
@@ -33,6 +37,7 @@ from stages.ffmpeg import run_ffmpeg
 from stages.probe import stream_timing
 
 SEEK_MARGIN_FRAMES = 0.25
+AV_TOLERANCE_S = 1e-6  # timestamp arithmetic: a difference of exactly the allowed frames is allowed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,12 +64,30 @@ class CutConfig:
             raise ValueError("cut.max_av_diff_frames must be > 0")
 
 
-def ffmpeg_cut_args(src: str, dst: str, start_s: float, end_s: float, fps: float, config: CutConfig) -> list[str]:
-    """FFmpeg arguments that cut [start_s, end_s) of both streams into ``dst``."""
+def video_start_offset_s(src: str) -> float:
+    """Seconds from the file's start (FFmpeg's ``-ss`` origin) to the video stream's first timestamp;
+    0 for a file PyAV cannot read (FFmpeg then fails on it with its own message)."""
+    try:
+        with av.open(src, metadata_errors="ignore") as container:
+            if not container.streams.video:
+                return 0.0
+            video = container.streams.video[0]
+            video_start = float(video.start_time * video.time_base) if video.start_time is not None else 0.0
+            file_start = container.start_time / av.time_base if container.start_time is not None else 0.0
+    except av.FFmpegError:
+        return 0.0
+    return video_start - file_start
+
+
+def ffmpeg_cut_args(
+    src: str, dst: str, start_s: float, end_s: float, fps: float, config: CutConfig, offset_s: float = 0.0
+) -> list[str]:
+    """FFmpeg arguments that cut [start_s, end_s) of both streams into ``dst``; times count from
+    the video stream's start, ``offset_s`` after the file's (:func:`video_start_offset_s`)."""
     margin = SEEK_MARGIN_FRAMES / fps
-    seek = max(0.0, start_s - margin)
+    seek = max(0.0, start_s + offset_s - margin)
     return [
-        "-ss", f"{seek:.6f}", "-i", src, "-t", f"{end_s - margin - seek:.6f}",
+        "-ss", f"{seek:.6f}", "-i", src, "-t", f"{end_s + offset_s - margin - seek:.6f}",
         "-map", "0:v:0", "-map", "0:a:0?",
         "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2",  # x264 + yuv420p need even sizes
         "-c:v", "libx264", "-preset", config.x264_preset, "-crf", str(config.crf), "-pix_fmt", "yuv420p",
@@ -138,7 +161,9 @@ class Cut:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         tmp = f"{dst}.part"
         fps = row[Col.PROBE_FPS] or 25.0
-        args = ffmpeg_cut_args(row[Col.SRC_PATH], tmp, row[Col.CLIP_START_S], row[Col.CLIP_END_S], fps, self.config)
+        src = row[Col.SRC_PATH]
+        offset = video_start_offset_s(src)
+        args = ffmpeg_cut_args(src, tmp, row[Col.CLIP_START_S], row[Col.CLIP_END_S], fps, self.config, offset)
         try:
             run_ffmpeg(args, timeout_s=self.config.timeout_s)
             with open(tmp, "rb") as f:
@@ -163,6 +188,6 @@ class Cut:
         frame_s = max_frame_s or 1.0 / (measured[Col.CUT_FPS] or row[Col.PROBE_FPS] or 25.0)
         threshold = self.config.max_av_diff_frames * frame_s
         diff = columns[Col.CUT_AV_DIFF_S]
-        if diff is not None and diff > threshold:
+        if diff is not None and diff > threshold + AV_TOLERANCE_S:
             return rejected("av_mismatch", metric=Col.CUT_AV_DIFF_S, value=diff, threshold=threshold, **columns)
         return passed(**columns)

@@ -84,3 +84,22 @@ def test_ffmpeg_failure_raises(samples, tmp_path):
 
     with pytest.raises(FFmpegError):
         Cut(CutConfig(), str(tmp_path)).process(_row(samples, "corrupt.mp4", 0.0, 2.0))
+
+
+def test_a_video_stream_that_starts_after_the_audio_is_still_cut_on_the_right_frame(samples, tmp_path):
+    from stages.cut import video_start_offset_s
+    from stages.ffmpeg import run_ffmpeg
+
+    # the video stream starts 30 ms (three quarters of a 25 fps frame) after the file's start:
+    # clip times count from the video's first frame, FFmpeg's -ss from the file's start
+    late = tmp_path / "late_video.mp4"
+    src = str(samples / "three_scenes.mp4")
+    run_ffmpeg(["-itsoffset", "0.03", "-i", src, "-i", src, "-map", "0:v", "-map", "1:a", "-c", "copy", str(late)])
+    assert video_start_offset_s(str(late)) == pytest.approx(0.03, abs=0.002)
+    row = {**_row(samples, "three_scenes.mp4", 4.0, 7.0), Col.SRC_PATH: str(late)}
+    out = Cut(CutConfig(x264_preset="ultrafast", crf=10), str(tmp_path)).process(row)
+    clip, source = _frames(tmp_path / out.columns[Col.MEDIA_PATH]), _frames(samples / "three_scenes.mp4")
+    assert len(clip) == 75
+    for clip_frame, index in ((clip[0], 100), (clip[-1], 174)):
+        errors = {i: np.abs(clip_frame - source[i]).mean() for i in (index - 1, index, index + 1)}
+        assert min(errors, key=errors.get) == index
