@@ -85,13 +85,12 @@ def _default_resources() -> dict[str, StageResources]:
     return {
         "ingest": StageResources(num_cpus=0.5, batch_size=1),  # network-bound
         "probe": StageResources(num_cpus=0.25, batch_size=1),
+        # the one decode of a source (scene detection and analysis packs); clips stream out
         "scene_cut": StageResources(num_cpus=1.0, batch_size=1),
-        # batch size 1 for the spine: a batch leaves the pipeline (and is staged for resume) as
-        # soon as its source is done, instead of waiting for other sources bundled with it
+        # batch size 1 for the clip stages: a clip leaves the pipeline (and is staged for resume)
+        # as soon as it is done, instead of waiting for others bundled with it
         "clip_length": StageResources(num_cpus=0.25, batch_size=1),
-        "cut": StageResources(num_cpus=1.0, batch_size=1),
-        "sound": StageResources(num_cpus=0.5, batch_size=1),
-        "decode": StageResources(num_cpus=1.0, batch_size=1),
+        "sound": StageResources(num_cpus=0.25, batch_size=1),
         # filters load a model once per actor; a quarter CPU each keeps four pools plus the
         # spine's tasks schedulable on a 2-core laptop (Ray Data hangs when actors hold every CPU)
         "aesthetic": StageResources(num_cpus=0.25, batch_size=1, max_concurrency=1),
@@ -105,6 +104,8 @@ def _default_resources() -> dict[str, StageResources]:
         "caption_merge": StageResources(num_cpus=0.25, batch_size=8, max_concurrency=1),
         "taxonomy": StageResources(num_cpus=0.25, batch_size=8, max_concurrency=1),
         "content": StageResources(num_cpus=0.25, batch_size=8),
+        # the encode, on the clips that passed everything else
+        "cut": StageResources(num_cpus=1.0, batch_size=1),
     }
 
 

@@ -5,13 +5,16 @@ Stages are plain classes (``stages/``). Here each becomes a ``map_batches`` call
 stages that load a model once (``StageSpec.stateful``) or ask for GPUs. Resources and batch
 sizes come from ``Config.resources``.
 
-Order: the spine (ingest -> probe -> scene_cut -> clip_length -> cut -> sound), then, when any
-quality filter or caption step is enabled, ``decode`` (one decode per clip, shared) and the
-enabled filters, cheapest first (measured in ``bench/``), so the costly ones only see clips
-that can still pass. Then annotation, on the GPU in production: video and audio captions (the
-audio captioner never sees the video caption), the merge with its conflict check, the taxonomy,
-and the content filter. The transient decoded media is dropped after the last stage. Balancing
-needs every accepted clip at once, so it is not a map stage: the runner applies it at the end.
+Order: ingest -> probe -> scene_cut, the one decode of each source: it finds the scenes and
+streams out every candidate clip with its analysis pack (the frames and audio every later
+reader declared). Then, on the packs: clip_length, the sound check, the enabled quality filters,
+cheapest first (measured in ``bench/``) so the costly ones only see clips that can still pass,
+and annotation, on the GPU in production: video and audio captions (the audio captioner never
+sees the video caption), the merge with its conflict check, the taxonomy, and the content
+filter. Only then ``cut``: the encode, the most expensive step per clip, runs on the clips that
+passed everything, never on one a filter rejects. A row's pack is dropped as soon as the row
+ends, and every pack after its last reader. Balancing needs every accepted clip at once, so it
+is not a map stage: the runner applies it at the end.
 """
 
 from __future__ import annotations
@@ -23,17 +26,18 @@ from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.config import Config
 from schemas import WORK_SCHEMA, Col, Kind, State, conform
 from stages import aesthetic, content, motion, ocr, speech
+from stages.analysis import PackPlan
 from stages.balance import Balance
-from stages.base import Rejection, Stage, apply_stage, mark_rejected
+from stages.base import Rejection, Stage, apply_stage, mark_rejected, stream_stage
 from stages.caption_audio import CaptionAudio
 from stages.caption_merge import CaptionMerge
 from stages.caption_video import CaptionVideo
 from stages.cut import Cut
-from stages.decode import Decode
 from stages.ingest import Ingest
 from stages.probe import Probe
 from stages.scene_cut import ClipLength, SceneCut
@@ -61,6 +65,11 @@ class StageSpec:
     def unit(self) -> str:
         return self.cls.unit
 
+    @property
+    def streaming(self) -> bool:
+        """Emits its children while it works (see ``stages.base.stream_stage``)."""
+        return hasattr(self.cls, "stream")
+
 
 # quality filters, cheapest first: (config section, stage class, decide, column set on every scored row)
 FILTERS: tuple[tuple[str, Any, Callable, str], ...] = (
@@ -79,8 +88,8 @@ LLM_STAGES: tuple[tuple[str, Any], ...] = (
     ("taxonomy", Taxonomy),
 )
 
-# stages that read the shared decode (they declare frame_need / needs_audio)
-DECODE_CONSUMERS: tuple[tuple[str, Any], ...] = (
+# stages that read the analysis pack's frames or 16 kHz audio (they declare frame_need / needs_audio)
+PACK_READERS: tuple[tuple[str, Any], ...] = (
     *((name, cls) for name, cls, _, _ in FILTERS),
     ("caption_video", CaptionVideo),
     ("caption_audio", CaptionAudio),
@@ -126,15 +135,13 @@ def check_gpus(config: Config, available_gpus: float, autoscaling: bool) -> None
         )
 
 
-def _decode_consumers(config: Config) -> list[tuple[str, Any]]:
-    return [(name, cls) for name, cls in DECODE_CONSUMERS if getattr(config, name).enabled]
-
-
-def _build_decode(config: Config, output_dir: str) -> Decode:
-    consumers = _decode_consumers(config)
-    needs = [n for name, cls in consumers if (n := cls.frame_need(getattr(config, name))) is not None]
-    audio = any(cls.needs_audio(getattr(config, name)) for name, cls in consumers)
-    return Decode(needs, audio, output_dir)
+def pack_plan(config: Config) -> PackPlan:
+    """What each clip's analysis pack holds: every enabled reader's frames and audio, the sound
+    check's loudness; pieces too short for clip_length get none."""
+    readers = [(name, cls) for name, cls in PACK_READERS if getattr(config, name).enabled]
+    needs = tuple(n for name, cls in readers if (n := cls.frame_need(getattr(config, name))) is not None)
+    audio = any(cls.needs_audio(getattr(config, name)) for name, cls in readers)
+    return PackPlan(needs=needs, audio=audio, loudness=True, min_clip_s=config.clip_length.min_clip_s)
 
 
 def _llm_spec(name: str, cls: Any) -> StageSpec:
@@ -158,11 +165,9 @@ def _filter_spec(name: str, cls: Any, decide: Callable, ran_column: str) -> Stag
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("ingest", Ingest, lambda c, out: Ingest(c.ingest, out)),
     StageSpec("probe", Probe, lambda c, out: Probe(c.probe)),
-    StageSpec("scene_cut", SceneCut, lambda c, out: SceneCut(c.scene_cut)),
+    StageSpec("scene_cut", SceneCut, lambda c, out: SceneCut(c.scene_cut, pack_plan(c))),
     StageSpec("clip_length", ClipLength, lambda c, out: ClipLength(c.clip_length)),
-    StageSpec("cut", Cut, lambda c, out: Cut(c.cut, out)),
-    StageSpec("sound", Sound, lambda c, out: Sound(c.sound, out)),
-    StageSpec("decode", Decode, _build_decode, enabled=lambda c: bool(_decode_consumers(c))),
+    StageSpec("sound", Sound, lambda c, out: Sound(c.sound)),
     *(_filter_spec(*f) for f in FILTERS),
     *(_llm_spec(*s) for s in LLM_STAGES),
     StageSpec(
@@ -173,6 +178,7 @@ STAGES: tuple[StageSpec, ...] = (
         decide=content.decide,
         ran_column=Col.CONTENT_NUM_OTHER_SOUND_TYPES,
     ),
+    StageSpec("cut", Cut, lambda c, out: Cut(c.cut, out)),  # the encode: last, on survivors only
 )
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in STAGES)
 
@@ -258,26 +264,49 @@ def _spec(name: str) -> StageSpec:
     return STAGES[STAGE_NAMES.index(name)]
 
 
-def run_stage_batch(batch: pa.Table, stage_name: str, config: Config, output_dir: str) -> pa.Table:
+def last_pack_reader(config: Config) -> str:
+    """The last active stage that reads the analysis pack: packs are dropped after it."""
+    return [s.name for s in active_stages(config) if Col.DECODED in s.cls.requires][-1]
+
+
+def shed_packs(batch: pa.Table, keep_pending: bool) -> pa.Table:
+    """Null the analysis packs of rows that have ended (all of them unless ``keep_pending``):
+    a rejected clip's frames never travel further."""
+    index = batch.schema.get_field_index(Col.DECODED)
+    packs = batch.column(index)
+    if packs.null_count == batch.num_rows:
+        return batch
+    if keep_pending:
+        kept = pc.if_else(pc.equal(batch.column(Col.STATE), State.PENDING), packs, pa.scalar(None, pa.large_binary()))
+    else:
+        kept = pa.nulls(batch.num_rows, pa.large_binary())
+    return batch.set_column(index, batch.schema.field(index), kept)
+
+
+def run_stage_batch(batch: pa.Table, stage_name: str, config: Config, output_dir: str, last_reader: bool) -> pa.Table:
     """Task body: build the (cheap, stateless) stage and apply it to one batch."""
-    return apply_stage(_spec(stage_name).build(config, output_dir), batch, config.stage_hash(stage_name))
+    out = apply_stage(_spec(stage_name).build(config, output_dir), batch, config.stage_hash(stage_name))
+    return shed_packs(out, keep_pending=not last_reader)
+
+
+def run_streaming_batch(batch: pa.Table, stage_name: str, config: Config, output_dir: str) -> Any:
+    """Task body of a streaming stage: tables leave as the stage emits rows (a source's clips as
+    their scenes close), so a task never holds a whole source's packs."""
+    stage = _spec(stage_name).build(config, output_dir)
+    for table in stream_stage(stage, batch, config.stage_hash(stage_name)):
+        yield shed_packs(table, keep_pending=True)
 
 
 class StageActor:
     """Actor body: build the stage (load its model) once, then apply it to many batches."""
 
-    def __init__(self, stage_name: str, config: Config, output_dir: str) -> None:
+    def __init__(self, stage_name: str, config: Config, output_dir: str, last_reader: bool) -> None:
         self.stage = _spec(stage_name).build(config, output_dir)
         self.config_hash = config.stage_hash(stage_name)
+        self.last_reader = last_reader
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return apply_stage(self.stage, batch, self.config_hash)
-
-
-def drop_transient(batch: pa.Table) -> pa.Table:
-    """Null the decoded frames and audio once the last filter has read them."""
-    index = batch.schema.get_field_index(Col.DECODED)
-    return batch.set_column(index, batch.schema.field(index), pa.nulls(batch.num_rows, pa.large_binary()))
+        return shed_packs(apply_stage(self.stage, batch, self.config_hash), keep_pending=not self.last_reader)
 
 
 def fit_cpus(config: Config, available_cpus: float | None) -> dict[str, float]:
@@ -321,6 +350,7 @@ def build_dataset(rows: pa.Table, config: Config, output_dir: str, available_cpu
     per_block = math.ceil(rows.num_rows / MAX_INPUT_BLOCKS) if rows.num_rows else 1
     ds = ray.data.from_arrow([rows.slice(i, per_block) for i in range(0, rows.num_rows, per_block)])
     specs = active_stages(config)
+    last_reader = last_pack_reader(config)
     for spec in specs:
         res = config.resources[spec.name]
         common: dict[str, Any] = dict(
@@ -329,12 +359,15 @@ def build_dataset(rows: pa.Table, config: Config, output_dir: str, available_cpu
         num_gpus = stage_gpus(spec.name, config)
         if num_gpus:
             common["num_gpus"] = num_gpus
+        args = (spec.name, config, output_dir)
         if spec.stateful or num_gpus:
             pool = ray.data.ActorPoolStrategy(min_size=1, max_size=res.max_concurrency or 1)
-            ds = ds.map_batches(StageActor, fn_constructor_args=(spec.name, config, output_dir), compute=pool, **common)
+            args += (spec.name == last_reader,)
+            ds = ds.map_batches(StageActor, fn_constructor_args=args, compute=pool, **common)
+            continue
+        compute = ray.data.TaskPoolStrategy(size=res.max_concurrency) if res.max_concurrency else None
+        if spec.streaming:
+            ds = ds.map_batches(run_streaming_batch, fn_args=args, compute=compute, **common)
         else:
-            compute = ray.data.TaskPoolStrategy(size=res.max_concurrency) if res.max_concurrency else None
-            ds = ds.map_batches(run_stage_batch, fn_args=(spec.name, config, output_dir), compute=compute, **common)
-    if any(s.name == "decode" for s in specs):
-        ds = ds.map_batches(drop_transient, batch_format="pyarrow", batch_size=None, num_cpus=0.1)
+            ds = ds.map_batches(run_stage_batch, fn_args=(*args, spec.name == last_reader), compute=compute, **common)
     return ds

@@ -41,7 +41,7 @@ from pipeline.dag import (
 from pipeline.funnel import FunnelRow, check_invariant, compute_funnel
 from pipeline.inputs import FileIdCache, plan_sources
 from pipeline.outputs import CONFIG_JSON, MANIFEST, prune_media, write_json, write_outputs
-from pipeline.staging import Staging, complete_sources
+from pipeline.staging import Staging, complete_sources, without_orphan_clips
 from schemas import SCHEMA_VERSION, WORK_SCHEMA, Col, Kind, State, conform
 from stages.ffmpeg import ffmpeg_version
 
@@ -141,6 +141,28 @@ class _Tally:
         return " | ".join(parts)
 
 
+def encode_summary(rows: pa.Table) -> dict[str, Any]:
+    """How much of the encoding was kept: clips (and seconds) the cut encoded vs accepted. Every
+    filter runs before the encode, so only the cut's own A/V check and balancing (which needs
+    every accepted clip) can reject an encoded clip."""
+    clips = rows.filter(pc.equal(rows.column(Col.KIND), Kind.CLIP)).select(
+        [Col.STATE, Col.STAGE, Col.REASON, Col.MEDIA_SIZE_BYTES, Col.CLIP_DURATION_S]
+    ).to_pylist()
+    encoded = [c for c in clips if c[Col.MEDIA_SIZE_BYTES] is not None]
+    accepted = [c for c in clips if c[Col.STATE] == State.ACCEPTED]
+    encoded_s = sum(c[Col.CLIP_DURATION_S] for c in encoded)
+    accepted_s = sum(c[Col.CLIP_DURATION_S] for c in accepted)
+    after = Counter(f"{c[Col.STAGE]}:{c[Col.REASON] or c[Col.STATE]}" for c in encoded if c[Col.STATE] != State.ACCEPTED)
+    return {
+        "num_clips_encoded": len(encoded),
+        "encoded_s": round(encoded_s, 3),
+        "num_clips_accepted": len(accepted),
+        "accepted_s": round(accepted_s, 3),
+        "accepted_share_of_encoded_s": round(accepted_s / encoded_s, 4) if encoded_s else None,
+        "encoded_then_not_accepted": dict(sorted(after.items())),
+    }
+
+
 def _accept_pending(batch: pa.Table) -> pa.Table:
     """A row still pending after the last stage passed every stage."""
     state = batch.column(Col.STATE)
@@ -194,13 +216,14 @@ def _finish(
 ) -> RunResult:
     planned_ids = {row[Col.ID] for row in plan}
     staged = staging.load()  # may hold sources of earlier runs with other inputs: kept, not reported
-    rows = staged.filter(pc.is_in(staged.column(Col.SOURCE_ID), value_set=pa.array(sorted(planned_ids))))
+    current = without_orphan_clips(staged)
+    rows = current.filter(pc.is_in(current.column(Col.SOURCE_ID), value_set=pa.array(sorted(planned_ids))))
     specs = active_stages(config)
     rows = apply_balance(rows, config)
     funnel = compute_funnel(rows, funnel_stages(config), len(planned_ids))
     check_invariant(rows, funnel, planned_ids)
     files = write_outputs(out, rows, config.output)
-    num_pruned = prune_media(out, staged, config.cut.clips_dir, config.output.keep_rejected_media)
+    num_pruned = prune_media(out, current, config.cut.clips_dir, config.output.keep_rejected_media)
     staging.compact(staged)
     counts: dict[str, dict[str, int]] = {Kind.SOURCE: {}, Kind.CLIP: {}}
     for kind, state in zip(rows.column(Col.KIND).to_pylist(), rows.column(Col.STATE).to_pylist()):
@@ -226,6 +249,7 @@ def _finish(
         "versions": library_versions(),
         "funnel": [row.to_json() for row in funnel],
         "counts": counts,
+        "encoded": encode_summary(rows),
         "files": files,
         "invariant": "in = passed + rejected + failed holds for every stage; every input has one terminal state",
     }

@@ -83,6 +83,17 @@ def current_rows(table: pa.Table) -> pa.Table:
     return table.take(sorted(best.values()))
 
 
+def without_orphan_clips(rows: pa.Table) -> pa.Table:
+    """Drop clips whose source row is not ``accepted``: a source that failed after its scene cut
+    had already streamed some clips out. Those clips belong to an attempt that did not finish:
+    the source is retried as a whole, and only its next attempt's clips count."""
+    kinds, states = rows.column(Col.KIND).to_pylist(), rows.column(Col.STATE).to_pylist()
+    sources = rows.column(Col.SOURCE_ID).to_pylist()
+    accepted = {sid for sid, k, s in zip(sources, kinds, states) if k == Kind.SOURCE and s == State.ACCEPTED}
+    keep = [i for i, (sid, k) in enumerate(zip(sources, kinds)) if k == Kind.SOURCE or sid in accepted]
+    return rows if len(keep) == rows.num_rows else rows.take(keep)
+
+
 def complete_sources(rows: pa.Table) -> dict[str, int]:
     """``{source_id: attempt}`` for every source whose latest attempt needs no more work,
     plus the attempt number of every incomplete one as a negative value (to continue counting)."""

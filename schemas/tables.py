@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.1.0"
+SCHEMA_VERSION = "1.2.0"
 _VERSION_KEY = b"javis.schema_version"
 
 
@@ -109,7 +109,9 @@ class Col:
     # sound
     SOUND_MEAN_DBFS = "sound_mean_dbfs"
     SOUND_PEAK_DBFS = "sound_peak_dbfs"
-    # decode: frames and audio shared by the quality filters (transient: never written out)
+    SOUND_AUDIO_GAP_S = "sound_audio_gap_s"  # seconds of the clip no audio sample covers
+    # scene_cut: each candidate clip's analysis pack, read by the filters and captioners
+    # (transient: dropped after its last reader, never written out)
     DECODED = "decoded"
     # aesthetic: the LAION score (production) or a signal-based image-quality score (CPU)
     AESTHETIC_BACKEND = "aesthetic_backend"
@@ -237,6 +239,7 @@ _CLIP_FIELDS = [
     _field(Col.CUT_AV_DIFF_S, pa.float64(), metric=True),
     _field(Col.SOUND_MEAN_DBFS, pa.float64(), metric=True),
     _field(Col.SOUND_PEAK_DBFS, pa.float64(), metric=True),
+    _field(Col.SOUND_AUDIO_GAP_S, pa.float64(), metric=True),
     _field(Col.DECODED, pa.large_binary()),
     _field(Col.AESTHETIC_BACKEND, pa.string()),
     _field(Col.AESTHETIC_LAION_MEAN, pa.float64(), metric=True),

@@ -8,6 +8,11 @@ reason codes it may emit, and ``process(row) -> Outcome``. It loads anything hea
 stage's unit to the stage, passes every other row through untouched (so a row rejected
 upstream is never re-examined), and turns a per-row exception into a ``failed`` record. That
 is what makes the ledger complete by construction: rows are never dropped, only marked.
+
+A stage that emits children may also offer ``stream(row)``: a generator that yields each child
+row as soon as it exists and returns the row's own :class:`Outcome`. :func:`stream_stage` runs
+it so that children leave before the row is finished (a source's clips while the rest of the
+source is still being decoded); ``process`` then collects the same stream in one go.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import dataclasses
 import datetime as dt
 import logging
 import traceback
+from collections.abc import Iterator
 from typing import Any, ClassVar, Protocol
 
 import pyarrow as pa
@@ -90,14 +96,16 @@ def _finish(row: dict[str, Any], stage: Stage, outcome: Outcome, config_hash: st
         if r.reason not in stage.reasons:
             raise AssertionError(f"stage {stage.name} emitted undeclared reason {r.reason!r}")
         mark_rejected(row, stage.name, r, config_hash, getattr(stage, "backend_id", None))
-    children = []
-    for child in outcome.children:
-        child = dict(child)
-        child.setdefault(Col.STATE, State.PENDING)
-        child.setdefault(Col.ATTEMPT, row.get(Col.ATTEMPT))
-        child.setdefault(Col.UPDATED_AT, now_utc())
-        children.append(child)
-    return [row, *children]
+    return [row, *(_child(row, child) for child in outcome.children)]
+
+
+def _child(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """A new pending row emitted by ``parent``'s stage; it inherits the parent's attempt."""
+    child = dict(child)
+    child.setdefault(Col.STATE, State.PENDING)
+    child.setdefault(Col.ATTEMPT, parent.get(Col.ATTEMPT))
+    child.setdefault(Col.UPDATED_AT, now_utc())
+    return child
 
 
 def mark_rejected(
@@ -174,6 +182,31 @@ def apply_stage(stage: Stage, batch: pa.Table, config_hash: str) -> pa.Table:
         else:
             out.extend(_finish(row, stage, result, config_hash))
     return conform(out, WORK_SCHEMA)
+
+
+def stream_stage(stage: Any, batch: pa.Table, config_hash: str) -> Iterator[pa.Table]:
+    """Run a streaming stage (one with ``stream(row)``) over ``batch``: each child row is yielded
+    as a one-row table the moment the stage emits it; the row itself follows, finished. A row
+    whose stream raises is ``failed`` at this stage; children it already emitted have left (the
+    runner discards the clips of a source that did not pass, see ``pipeline.runner``)."""
+    untouched = []
+    for row in batch.to_pylist():
+        if row[Col.KIND] != stage.unit or row[Col.STATE] != State.PENDING:
+            untouched.append(row)
+            continue
+        stream = stage.stream(row)
+        try:
+            while True:
+                yield conform([_child(row, next(stream))], WORK_SCHEMA)
+        except StopIteration as done:
+            outcome: Outcome = done.value
+            yield conform(_finish(row, stage, outcome, config_hash), WORK_SCHEMA)
+        except Exception as e:  # the row boundary, as in apply_stage
+            log.warning("%s failed on %s: %s\n%s", stage.name, row[Col.ID], e, traceback.format_exc(limit=3))
+            mark_failed(row, stage.name, e, config_hash)
+            yield conform([row], WORK_SCHEMA)
+    if untouched:
+        yield conform(untouched, WORK_SCHEMA)
 
 
 def source_row(**columns: Any) -> dict[str, Any]:

@@ -1,30 +1,29 @@
-"""decode: one decode per clip, shared by every quality filter.
+"""Decoded media as the filters and captioners read it: frame needs, the analysis pack, and a
+one-pass decoder for a whole file.
 
-Each filter states what it needs as a :class:`FrameNeed` (frames at relative positions or at a
-fixed rate in seconds, a maximum size, colour or grey) and whether it needs audio. This stage
-decodes the clip once, front to back, converts and downscales only the frames someone asked
-for (libswscale, in PyAV), resamples the audio once to 16 kHz mono float, and stores all of it
-in the transient ``decoded`` column as an ``.npz`` blob. The filters read that column instead
-of opening the file; the pipeline drops it after the last filter, so it never reaches the
-outputs.
+Each consumer (filter or captioner) states what it needs as a :class:`FrameNeed` (frames at
+relative positions or at a fixed rate in seconds, a maximum size, colour or grey) and whether it
+needs audio. In the pipeline the scene cut's single decode of the source (``stages.analysis``)
+builds one :class:`DecodedClip` per candidate clip, the *analysis pack*: the frames every need
+asked for, the clip's 16 kHz mono audio and its loudness. It travels in the transient ``decoded``
+column as an ``.npz`` blob; the pipeline drops it once the last consumer has read it, so it never
+reaches the outputs. :func:`decode_clip` decodes a whole file (an encoded clip or a negative) the
+same way, for ``javis augment``, ``javis latents`` and tests.
 
 A frame "at time t" is the frame on screen at t: the last frame whose timestamp is <= t.
-Memory: at most one decoded frame is held besides the requested (downscaled) ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import os
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import av
 import numpy as np
 
-from schemas import Col, Kind
-from stages.base import Outcome, passed
+from schemas import Col
 
 AUDIO_RATE_HZ = 16_000  # what speech and audio models expect
 
@@ -64,12 +63,37 @@ def scaled_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
 
 
+@dataclasses.dataclass(frozen=True)
+class Loudness:
+    """The clip's audio as the sound check measures it, at the source's own rate, every channel.
+
+    ``sum_squares / num_values`` is the mean power (``num_values`` = samples x channels), ``peak``
+    the largest absolute sample. ``start_s`` / ``end_s``: the span of the clip (seconds from its
+    start) that audio samples cover; a source whose audio ends early covers less than the clip."""
+
+    sum_squares: float
+    num_values: int
+    peak: float
+    num_samples: int  # per channel
+    start_s: float
+    end_s: float
+
+    def to_array(self) -> np.ndarray:
+        fields = (self.sum_squares, self.num_values, self.peak, self.num_samples, self.start_s, self.end_s)
+        return np.asarray(fields, dtype=np.float64)
+
+    @classmethod
+    def from_array(cls, a: np.ndarray) -> Loudness:
+        return cls(float(a[0]), int(a[1]), float(a[2]), int(a[3]), float(a[4]), float(a[5]))
+
+
 @dataclasses.dataclass
 class DecodedClip:
     duration_s: float
     frames: dict[str, np.ndarray]  # name -> (N, H, W, 3) uint8 RGB, or (N, H, W) when gray
     frame_times_s: dict[str, np.ndarray]  # name -> (N,) seconds from the clip's start
     audio: np.ndarray | None  # (S,) float32 mono in [-1, 1] at AUDIO_RATE_HZ, None without audio
+    loudness: Loudness | None = None  # None: the source has no audio stream
 
     def to_bytes(self) -> bytes:
         arrays: dict[str, np.ndarray] = {"duration_s": np.asarray(self.duration_s)}
@@ -78,6 +102,8 @@ class DecodedClip:
             arrays[f"times/{name}"] = self.frame_times_s[name]
         if self.audio is not None:
             arrays["audio"] = self.audio
+        if self.loudness is not None:
+            arrays["loudness"] = self.loudness.to_array()
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)  # uncompressed: it lives seconds, compression costs CPU
         return buffer.getvalue()
@@ -88,13 +114,14 @@ class DecodedClip:
             frames = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("frames/")}
             times = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("times/")}
             audio = z["audio"] if "audio" in z.files else None
-            return cls(float(z["duration_s"]), frames, times, audio)
+            loudness = Loudness.from_array(z["loudness"]) if "loudness" in z.files else None
+            return cls(float(z["duration_s"]), frames, times, audio, loudness)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> DecodedClip:
         data = row.get(Col.DECODED)
         if data is None:
-            raise ValueError("row has no decoded media: is the decode stage in the pipeline before this filter?")
+            raise ValueError("row has no analysis pack: did scene_cut build one for this stage (its frame_need)?")
         return cls.from_bytes(data)
 
 
@@ -167,23 +194,3 @@ def decode_clip(media: str | bytes, needs: Sequence[FrameNeed], audio: bool, dur
     }
     times = {name: np.asarray([t for t, _ in got], dtype=np.float64) for name, got in picked.items()}
     return DecodedClip(duration_s, frames, times, samples)
-
-
-class Decode:
-    """See the module docstring. Input: clip rows with a written clip; output: ``decoded``."""
-
-    name: ClassVar[str] = "decode"
-    unit: ClassVar[str] = Kind.CLIP
-    reasons: ClassVar[tuple[str, ...]] = ()
-    requires: ClassVar[tuple[str, ...]] = (Col.MEDIA_PATH, Col.MEDIA_BYTES, Col.CUT_VIDEO_DURATION_S)
-    produces: ClassVar[tuple[str, ...]] = (Col.DECODED,)
-
-    def __init__(self, needs: Sequence[FrameNeed], audio: bool, output_dir: str) -> None:
-        self.needs = tuple(needs)
-        self.audio = audio
-        self.output_dir = output_dir
-
-    def process(self, row: dict[str, Any]) -> Outcome:
-        media = row[Col.MEDIA_BYTES] or os.path.join(self.output_dir, row[Col.MEDIA_PATH])
-        decoded = decode_clip(media, self.needs, self.audio, row[Col.CUT_VIDEO_DURATION_S])
-        return passed(decoded=decoded.to_bytes())

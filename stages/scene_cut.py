@@ -1,14 +1,20 @@
-"""scene_cut: find shots with PySceneDetect and turn each source into candidate clips;
-clip_length: reject candidates shorter than the minimum.
+"""scene_cut: the one decode of a source. Finds its shots and emits each candidate clip with
+its analysis pack; clip_length: rejects candidates shorter than the minimum.
 
-``SceneCut`` (unit: source) decodes the source once, streaming, through PySceneDetect's PyAV
-backend; its SceneManager downscales every frame before the detector sees it (automatically
-from the width, or by a fixed factor). Boundaries come from presentation timestamps, so
-variable-frame-rate sources get correct times. A scene longer than ``max_clip_s`` is split
-into equal pieces no longer than the maximum (equal pieces never leave a too-short tail).
+``SceneCut`` (unit: source) runs :mod:`stages.analysis` over the source: one streaming decode
+that detects scenes with PySceneDetect's detectors on small frames and, for every candidate
+clip, builds the *analysis pack* the later stages read (the frames each filter and captioner
+declares, 16 kHz mono audio, loudness). Scenes longer than ``max_clip_s`` are split as they
+grow into pieces between half and all of ``max_clip_s`` (never a short tail). Clip rows leave
+as soon as their scene closes (:meth:`SceneCut.stream`), so a long source never holds more than
+one open scene in memory, and nothing downstream opens the media again until the final encode.
+
 Output: ``scene_*`` columns on the source row and one pending clip row per piece, carrying the
-source's ``src_*``/``probe_*`` columns and its bounds (``clip_start_frame`` inclusive,
-``clip_end_frame`` exclusive, seconds likewise). Reason code: ``no_frames``.
+source's ``src_*``/``probe_*`` columns, its bounds (``clip_start_frame`` inclusive,
+``clip_end_frame`` exclusive, seconds likewise) and the pack in the transient ``decoded``
+column (none for pieces shorter than ``clip_length.min_clip_s``: they are rejected next).
+Reason code: ``no_frames``. A source whose decode breaks down (a run of undecodable packets)
+is ``failed``; the clips it already emitted are discarded with it and it is retried.
 
 ``ClipLength`` (unit: clip) rejects pieces shorter than ``min_clip_s`` as ``too_short``.
 """
@@ -16,11 +22,12 @@ source's ``src_*``/``probe_*`` columns and its bounds (``clip_start_frame`` incl
 from __future__ import annotations
 
 import dataclasses
-import math
+from collections.abc import Generator
 from typing import Any, ClassVar
 
 from pipeline import ids
 from schemas import INHERITED_COLUMNS, Col, Kind
+from stages.analysis import DetectorConfig, PackPlan, Piece, SourceAnalysis
 from stages.base import Outcome, passed, rejected
 
 DETECTORS = ("adaptive", "content")
@@ -32,8 +39,9 @@ class SceneCutConfig:
     adaptive_threshold: float = 3.0  # PySceneDetect's default adaptive_threshold
     content_threshold: float = 27.0  # PySceneDetect's default ContentDetector threshold
     min_scene_len_frames: int = 15  # PySceneDetect's default: no two cuts closer than this
-    downscale: int | None = None  # None: SceneManager picks a factor from the width (~256 px)
-    max_clip_s: float = 60.0  # longer scenes are split into equal pieces (paper: 2-60 s clips)
+    downscale: int | None = None  # None: PySceneDetect's factor from the frame size (~256 px)
+    max_clip_s: float = 60.0  # longer scenes are split (paper: 2-60 s clips)
+    still_fps: float = 2.0  # candidate frames per second for the filters' "frame at 10 %" needs
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -46,6 +54,13 @@ class SceneCutConfig:
             raise ValueError("scene_cut.downscale must be >= 1 or null")
         if self.max_clip_s <= 0:
             raise ValueError("scene_cut.max_clip_s must be > 0")
+        if not 0.5 <= self.still_fps <= 30:
+            raise ValueError("scene_cut.still_fps must be in [0.5, 30]")
+
+    def detector_config(self) -> DetectorConfig:
+        return DetectorConfig(
+            self.detector, self.adaptive_threshold, self.content_threshold, self.min_scene_len_frames, self.downscale
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,82 +77,40 @@ class Scene:
         return self.end_s - self.start_s
 
 
-def _make_detector(config: SceneCutConfig) -> Any:
-    from scenedetect import AdaptiveDetector, ContentDetector
-
-    if config.detector == "adaptive":
-        return AdaptiveDetector(adaptive_threshold=config.adaptive_threshold, min_scene_len=config.min_scene_len_frames)
-    return ContentDetector(threshold=config.content_threshold, min_scene_len=config.min_scene_len_frames)
-
-
 def detect_scenes(path: str, config: SceneCutConfig) -> list[Scene]:
-    """Shots of a video, covering it from the first to the last frame."""
-    from scenedetect import SceneManager, open_video
-
-    video = open_video(path, backend="pyav")
-    manager = SceneManager()
-    if config.downscale is not None:
-        manager.auto_downscale = False
-        manager.downscale = config.downscale
-    manager.add_detector(_make_detector(config))
-    manager.detect_scenes(video=video, show_progress=False)
+    """Shots of a video (unsplit, no packs), covering it from the first to the last frame."""
     return [
-        Scene(start.frame_num, end.frame_num, start.seconds, end.seconds)
-        for start, end in manager.get_scene_list(start_in_scene=True)
-        if end.frame_num > start.frame_num
+        Scene(p.start_frame, p.end_frame, p.start_s, p.end_s)
+        for p in SourceAnalysis(path, config.detector_config(), PackPlan())
     ]
 
 
-def split_scene(scene: Scene, max_clip_s: float) -> list[Scene]:
-    """Split into the fewest equal pieces no longer than ``max_clip_s``, on frame boundaries.
-    Interior times are interpolated by frame index (exact for constant frame rate)."""
-    num_frames = scene.end_frame - scene.start_frame
-    pieces = max(1, math.ceil(scene.duration_s / max_clip_s - 1e-9))
-    pieces = min(pieces, num_frames)
-    seconds_per_frame = scene.duration_s / num_frames
-    bounds = [scene.start_frame + round(k * num_frames / pieces) for k in range(pieces + 1)]
-    return [
-        Scene(
-            a,
-            b,
-            scene.start_s + (a - scene.start_frame) * seconds_per_frame,
-            scene.start_s + (b - scene.start_frame) * seconds_per_frame,
-        )
-        for a, b in zip(bounds[:-1], bounds[1:])
-    ]
-
-
-def clip_rows(source: dict[str, Any], scenes: list[Scene], max_clip_s: float) -> list[dict[str, Any]]:
-    """One candidate clip row per piece, inheriting the source's metadata."""
-    inherited = {c: source.get(c) for c in INHERITED_COLUMNS}
-    rows = []
-    for scene_index, scene in enumerate(scenes):
-        for piece_index, piece in enumerate(split_scene(scene, max_clip_s)):
-            rows.append(
-                {
-                    **inherited,
-                    Col.ID: ids.clip_id(source[Col.ID], piece.start_frame, piece.end_frame),
-                    Col.KIND: Kind.CLIP,
-                    Col.SOURCE_ID: source[Col.ID],
-                    Col.CLIP_SCENE_INDEX: scene_index,
-                    Col.CLIP_PIECE_INDEX: piece_index,
-                    Col.CLIP_START_FRAME: piece.start_frame,
-                    Col.CLIP_END_FRAME: piece.end_frame,
-                    Col.CLIP_START_S: piece.start_s,
-                    Col.CLIP_END_S: piece.end_s,
-                    Col.CLIP_DURATION_S: piece.duration_s,
-                }
-            )
-    return rows
+def clip_row(source: dict[str, Any], piece: Piece, inherited: dict[str, Any]) -> dict[str, Any]:
+    """The candidate clip row of one piece: the source's metadata, bounds, deterministic id, pack."""
+    return {
+        **inherited,
+        Col.ID: ids.clip_id(source[Col.ID], piece.start_frame, piece.end_frame),
+        Col.KIND: Kind.CLIP,
+        Col.SOURCE_ID: source[Col.ID],
+        Col.CLIP_SCENE_INDEX: piece.scene_index,
+        Col.CLIP_PIECE_INDEX: piece.piece_index,
+        Col.CLIP_START_FRAME: piece.start_frame,
+        Col.CLIP_END_FRAME: piece.end_frame,
+        Col.CLIP_START_S: piece.start_s,
+        Col.CLIP_END_S: piece.end_s,
+        Col.CLIP_DURATION_S: piece.duration_s,
+        Col.DECODED: None if piece.pack is None else piece.pack.to_bytes(),
+    }
 
 
 class SceneCut:
-    """See the module docstring."""
+    """See the module docstring. ``plan``: what each pack holds (the pipeline derives it from
+    the enabled consumers; without one, packs hold only the sound check's loudness)."""
 
     name: ClassVar[str] = "scene_cut"
     unit: ClassVar[str] = Kind.SOURCE
     reasons: ClassVar[tuple[str, ...]] = ("no_frames",)
-    requires: ClassVar[tuple[str, ...]] = (Col.SRC_PATH, Col.PROBE_FPS)
+    requires: ClassVar[tuple[str, ...]] = (Col.SRC_PATH, Col.PROBE_FPS, Col.PROBE_ROTATION_DEG)
     produces: ClassVar[tuple[str, ...]] = (  # on the source row, then on the clip rows it emits
         Col.SCENE_DETECTOR,
         Col.SCENE_NUM_SCENES,
@@ -149,21 +122,39 @@ class SceneCut:
         Col.CLIP_START_S,
         Col.CLIP_END_S,
         Col.CLIP_DURATION_S,
+        Col.DECODED,
     )
 
-    def __init__(self, config: SceneCutConfig) -> None:
+    def __init__(self, config: SceneCutConfig, plan: PackPlan | None = None) -> None:
         self.config = config
+        plan = plan or PackPlan(loudness=True)
+        self.plan = dataclasses.replace(plan, still_fps=config.still_fps, max_piece_s=config.max_clip_s)
+
+    def stream(self, row: dict[str, Any]) -> Generator[dict[str, Any], None, Outcome]:
+        """Yield each clip row as its scene closes; return the source's outcome."""
+        analysis = SourceAnalysis(row[Col.SRC_PATH], self.config.detector_config(), self.plan, row[Col.PROBE_ROTATION_DEG] or 0)
+        inherited = {c: row.get(c) for c in INHERITED_COLUMNS}
+        num_clips = 0
+        for piece in analysis:
+            num_clips += 1
+            yield clip_row(row, piece, inherited)
+        if not num_clips:
+            return rejected("no_frames", detail="the decoder returned no frames", scene_detector=self.config.detector)
+        return passed(
+            scene_detector=self.config.detector, scene_num_scenes=analysis.num_scenes, scene_num_clips=num_clips
+        )
 
     def process(self, row: dict[str, Any]) -> Outcome:
-        scenes = detect_scenes(row[Col.SRC_PATH], self.config)
-        if not scenes:
-            return rejected("no_frames", detail="the decoder returned no frames", scene_detector=self.config.detector)
-        children = clip_rows(row, scenes, self.config.max_clip_s)
-        outcome = passed(
-            scene_detector=self.config.detector, scene_num_scenes=len(scenes), scene_num_clips=len(children)
-        )
-        outcome.children = children
-        return outcome
+        """The whole source at once (in-process use; the pipeline streams with :meth:`stream`)."""
+        stream = self.stream(row)
+        children = []
+        while True:
+            try:
+                children.append(next(stream))
+            except StopIteration as done:
+                outcome: Outcome = done.value
+                outcome.children = children
+                return outcome
 
 
 @dataclasses.dataclass(frozen=True)

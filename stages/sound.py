@@ -1,30 +1,27 @@
-"""sound: reject clips without usable sound and store their loudness.
+"""sound: reject clips without usable sound, before anything is encoded, and store their loudness.
 
-Input: clip rows with a written clip (``media_path`` or ``media_bytes``). The audio is decoded
-and streamed through two accumulators (sum of squares, peak), so memory does not depend on the
-clip's length. Loudness is in dBFS relative to a full-scale square wave: the mean is the RMS
-level over all samples and channels (the quantity FFmpeg's ``volumedetect`` reports as
-``mean_volume``), the peak is the largest absolute sample. Digital silence has no finite level:
-it is stored as ``DBFS_FLOOR``.
+Input: the clip's analysis pack (``decoded``), whose loudness the source's single decode measured
+over the clip's span of the audio, at the source's own rate, over every channel. Loudness is in
+dBFS relative to a full-scale square wave: the mean is the RMS level over all samples and
+channels (the quantity FFmpeg's ``volumedetect`` reports as ``mean_volume``), the peak is the
+largest absolute sample. Digital silence has no finite level: it is stored as ``DBFS_FLOOR``.
 
-Output columns: ``sound_mean_dbfs``, ``sound_peak_dbfs``.
-Reason codes: ``no_audio`` (no audio stream or no samples), ``silent`` (mean level below
-``min_mean_dbfs``).
+Output columns: ``sound_mean_dbfs``, ``sound_peak_dbfs``, ``sound_audio_gap_s`` (seconds of the
+clip that no audio sample covers: a source whose audio starts late or ends early).
+Reason codes: ``no_audio`` (no audio stream or no samples in the clip), ``partial_audio``
+(the gap is longer than ``max_audio_gap_frames`` video frames: the encoded clip would fail the
+cut's A/V check, so it is never encoded), ``silent`` (mean level below ``min_mean_dbfs``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
-import os
 from typing import Any, ClassVar
-
-import av
-import numpy as np
 
 from schemas import Col, Kind
 from stages.base import Outcome, passed, rejected
+from stages.decode import DecodedClip, Loudness
 
 DBFS_FLOOR = -120.0  # stored for digital silence; below any real recording's noise floor
 
@@ -32,10 +29,14 @@ DBFS_FLOOR = -120.0  # stored for digital silence; below any real recording's no
 @dataclasses.dataclass(frozen=True)
 class SoundConfig:
     min_mean_dbfs: float = -60.0  # near-silence floor: quieter clips are rejected as "silent"
+    # audio may miss this many video frames' worth of the clip (the cut's A/V check allows one)
+    max_audio_gap_frames: float = 1.0
 
     def __post_init__(self) -> None:
         if not DBFS_FLOOR <= self.min_mean_dbfs <= 0:
             raise ValueError(f"sound.min_mean_dbfs must be in [{DBFS_FLOOR}, 0]")
+        if self.max_audio_gap_frames <= 0:
+            raise ValueError("sound.max_audio_gap_frames must be > 0")
 
 
 def to_dbfs(power: float) -> float:
@@ -43,25 +44,15 @@ def to_dbfs(power: float) -> float:
     return max(DBFS_FLOOR, 10.0 * math.log10(power)) if power > 0 else DBFS_FLOOR
 
 
-def loudness_dbfs(media: str | bytes) -> tuple[float, float, int]:
-    """(mean dBFS, peak dBFS, number of samples per channel) of the first audio stream.
-    Returns ``num_samples == 0`` when there is no audio."""
-    source = io.BytesIO(media) if isinstance(media, bytes) else media
-    sum_squares, peak, num_values, num_samples = 0.0, 0.0, 0, 0
-    with av.open(source) as container:
-        if not container.streams.audio:
-            return DBFS_FLOOR, DBFS_FLOOR, 0
-        # float planar at the source rate: no resampling, only a sample-format conversion
-        resampler = av.AudioResampler(format="fltp")
-        for frame in container.decode(container.streams.audio[0]):
-            for converted in resampler.resample(frame):
-                samples = converted.to_ndarray().astype(np.float64, copy=False)
-                sum_squares += float(np.square(samples).sum())
-                peak = max(peak, float(np.abs(samples).max(initial=0.0)))
-                num_values += samples.size
-                num_samples += converted.samples
-    mean_power = sum_squares / num_values if num_values else 0.0
-    return to_dbfs(mean_power), to_dbfs(peak * peak), num_samples
+def loudness_columns(loudness: Loudness, duration_s: float) -> dict[str, float]:
+    """The sound columns of a clip from its pack's loudness."""
+    mean_power = loudness.sum_squares / loudness.num_values if loudness.num_values else 0.0
+    gap = max(0.0, loudness.start_s) + max(0.0, duration_s - loudness.end_s)
+    return {
+        Col.SOUND_MEAN_DBFS: to_dbfs(mean_power),
+        Col.SOUND_PEAK_DBFS: to_dbfs(loudness.peak * loudness.peak),
+        Col.SOUND_AUDIO_GAP_S: gap,
+    }
 
 
 class Sound:
@@ -69,22 +60,24 @@ class Sound:
 
     name: ClassVar[str] = "sound"
     unit: ClassVar[str] = Kind.CLIP
-    reasons: ClassVar[tuple[str, ...]] = ("no_audio", "silent")
-    requires: ClassVar[tuple[str, ...]] = (Col.MEDIA_PATH, Col.MEDIA_BYTES)
-    produces: ClassVar[tuple[str, ...]] = (Col.SOUND_MEAN_DBFS, Col.SOUND_PEAK_DBFS)
+    reasons: ClassVar[tuple[str, ...]] = ("no_audio", "partial_audio", "silent")
+    requires: ClassVar[tuple[str, ...]] = (Col.DECODED, Col.CLIP_DURATION_S, Col.PROBE_FPS)
+    produces: ClassVar[tuple[str, ...]] = (Col.SOUND_MEAN_DBFS, Col.SOUND_PEAK_DBFS, Col.SOUND_AUDIO_GAP_S)
 
-    def __init__(self, config: SoundConfig, output_dir: str) -> None:
+    def __init__(self, config: SoundConfig) -> None:
         self.config = config
-        self.output_dir = output_dir
 
     def process(self, row: dict[str, Any]) -> Outcome:
-        media = row[Col.MEDIA_BYTES] or os.path.join(self.output_dir, row[Col.MEDIA_PATH])
-        mean, peak, num_samples = loudness_dbfs(media)
-        if num_samples == 0:
+        loudness = DecodedClip.from_row(row).loudness
+        if loudness is None or loudness.num_samples == 0:
             return rejected("no_audio", detail="the clip has no audio samples")
-        columns = {Col.SOUND_MEAN_DBFS: mean, Col.SOUND_PEAK_DBFS: peak}
+        columns = loudness_columns(loudness, row[Col.CLIP_DURATION_S])
+        max_gap = self.config.max_audio_gap_frames / (row[Col.PROBE_FPS] or 25.0)
+        gap = columns[Col.SOUND_AUDIO_GAP_S]
+        if gap > max_gap:
+            detail = f"audio covers {loudness.start_s:.3f}-{loudness.end_s:.3f} s of a {row[Col.CLIP_DURATION_S]:.3f} s clip"
+            return rejected("partial_audio", Col.SOUND_AUDIO_GAP_S, gap, max_gap, detail, **columns)
+        mean = columns[Col.SOUND_MEAN_DBFS]
         if mean < self.config.min_mean_dbfs:
-            return rejected(
-                "silent", metric=Col.SOUND_MEAN_DBFS, value=mean, threshold=self.config.min_mean_dbfs, **columns
-            )
+            return rejected("silent", metric=Col.SOUND_MEAN_DBFS, value=mean, threshold=self.config.min_mean_dbfs, **columns)
         return passed(**columns)

@@ -63,13 +63,12 @@ def test_production_backends_on_cuda_get_a_gpu_by_default():
         "probe",
         "scene_cut",
         "clip_length",
-        "cut",
         "sound",
-        "decode",
         "aesthetic",
         "motion",
         "speech",
         "ocr",
+        "cut",
     )
     assert [stage_gpus(s, cpu) for s in stages] == [0] * len(stages)
     gpu = load_config("default", overrides=["ocr.backend=rapidocr_det_cuda", "resources.motion.num_gpus=0.5"])
@@ -94,7 +93,7 @@ def test_actor_reservations_are_fitted_so_a_map_task_can_always_run():
     config = load_config("annotate", overrides=llm)
     fitted = fit_cpus(config, 2.0)
     actors = ["aesthetic", "motion", "speech", "ocr", "caption_video", "caption_audio", "caption_merge", "taxonomy"]
-    assert sum(fitted[a] for a in actors) + max(fitted[t] for t in ("cut", "decode", "scene_cut")) <= 2.0
+    assert sum(fitted[a] for a in actors) + max(fitted[t] for t in ("cut", "scene_cut")) <= 2.0
     assert fit_cpus(config, None) == {s: config.resources[s].num_cpus for s in fitted}  # a cluster that can grow
     demo = load_config("demo")
     assert fit_cpus(demo, 2.0) == {s: demo.resources[s].num_cpus for s in fit_cpus(demo, None)}  # fits as is

@@ -23,7 +23,7 @@ EXPECTED = {
     "silent.mp4": ("accepted", None, ["silent"]),
     "quiet_noise.mp4": ("accepted", None, ["silent"]),
     "no_audio.mp4": ("rejected", "no_audio", []),
-    "audio_ends_early.mp4": ("accepted", None, ["av_mismatch"]),
+    "audio_ends_early.mp4": ("accepted", None, ["partial_audio"]),
     "rotated.mp4": ("accepted", None, ["accepted"]),
     "vfr.mp4": ("accepted", None, ["accepted"]),
     "corrupt.mp4": ("rejected", "unreadable", []),
@@ -72,13 +72,14 @@ def test_funnel_adds_up_and_matches_the_files(demo_run):
     out, result, _ = demo_run
     manifest = json.loads((out / "manifest.json").read_text())
     funnel = {f["stage"]: f for f in manifest["funnel"]}
-    assert [f["stage"] for f in manifest["funnel"]] == ["ingest", "probe", "scene_cut", "clip_length", "cut", "sound"]
+    assert [f["stage"] for f in manifest["funnel"]] == ["ingest", "probe", "scene_cut", "clip_length", "sound", "cut"]
     for f in funnel.values():
         assert f["in"] == f["passed"] + f["rejected"] + f["failed"]
     assert funnel["ingest"]["in"] == 12
     assert funnel["clip_length"]["in"] == 12  # 3 + 2 + 1 + 1 + 1 + 1 + 1 + 1 + 1 candidate clips
     assert funnel["sound"]["passed"] == 8
-    assert funnel["sound"]["reasons"] == {"silent": 2}
+    assert funnel["sound"]["reasons"] == {"silent": 2, "partial_audio": 1}  # decided before any encode
+    assert funnel["cut"]["in"] == 8 and manifest["encoded"]["num_clips_encoded"] == 8
     shards = read_shards(out)
     assert shards.num_rows == 8 == result.counts["clip"]["accepted"]
     for stage, f in funnel.items():
@@ -111,12 +112,16 @@ def test_only_accepted_clips_keep_media_files(demo_run):
 
 def test_rejections_record_stage_reason_value_threshold_and_config(demo_run):
     out, _, config = demo_run
-    silent = pq.read_table(out / "rejections" / "sound" / "rejections.parquet").to_pylist()
-    assert {r[Col.REASON] for r in silent} == {"silent"}
+    rejected = pq.read_table(out / "rejections" / "sound" / "rejections.parquet").to_pylist()
+    assert {r[Col.REASON] for r in rejected} == {"silent", "partial_audio"}
+    silent = [r for r in rejected if r[Col.REASON] == "silent"]
     for r in silent:
         assert r[Col.METRIC] == Col.SOUND_MEAN_DBFS and r[Col.VALUE] < r[Col.THRESHOLD] == -60.0
         assert r[Col.CONFIG_HASH] == config.stage_hash("sound")
         assert r[Col.UPDATED_AT] is not None
+    (partial,) = [r for r in rejected if r[Col.REASON] == "partial_audio"]  # 3 s of sound under 6 s of picture
+    assert partial[Col.METRIC] == Col.SOUND_AUDIO_GAP_S and partial[Col.VALUE] == pytest.approx(3.0, abs=0.05)
+    assert partial[Col.THRESHOLD] == pytest.approx(1 / 25) and "audio covers" in partial[Col.DETAIL]
 
 
 def test_manifest_and_resolved_config_are_saved(demo_run):
@@ -189,6 +194,6 @@ def test_embedded_media_makes_self_contained_shards(samples, ray_local, tmp_path
     for row in rows:
         assert row[Col.MEDIA_PATH] is None and len(row[Col.MEDIA_BYTES]) == row[Col.MEDIA_SIZE_BYTES]
         assert hashlib.sha256(row[Col.MEDIA_BYTES]).hexdigest() == row[Col.MEDIA_SHA256]
-        assert row[Col.SOUND_MEAN_DBFS] > -60  # the sound stage read the embedded bytes
+        assert row[Col.SOUND_MEAN_DBFS] > -60  # the sound check ran on the pack, before the encode
     assert not list(tmp_path.rglob("*.mp4"))
     assert Col.MEDIA_BYTES not in read_ledger(tmp_path).column_names  # the ledger stays small

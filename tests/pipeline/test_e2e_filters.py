@@ -51,8 +51,9 @@ def test_filters_reject_with_their_reasons_and_keep_scores(filtered_run):
         assert outcomes[name] == expected, name
     manifest = json.loads((out / "manifest.json").read_text())
     stages = [f["stage"] for f in manifest["funnel"]]
-    assert stages[:6] == ["ingest", "probe", "scene_cut", "clip_length", "cut", "sound"]
-    assert stages[6:] == ["decode", "aesthetic", "motion", "speech", "ocr"]  # cheapest filters first
+    assert stages[:5] == ["ingest", "probe", "scene_cut", "clip_length", "sound"]
+    assert stages[5:] == ["aesthetic", "motion", "speech", "ocr", "cut"]  # cheapest filters first, the encode last
+    assert manifest["encoded"]["accepted_share_of_encoded_s"] == 1.0  # no clip a filter rejects is encoded
     for f in manifest["funnel"]:
         assert f["in"] == f["passed"] + f["rejected"] + f["failed"]
     for row in read_shards(out).to_pylist():  # accepted clips carry every filter's raw scores

@@ -16,6 +16,7 @@ import pytest
 from pipeline.config import load_config
 from pipeline.outputs import read_ledger, read_shards
 from pipeline.runner import run
+from pipeline.staging import Staging
 from schemas import Col
 
 pytestmark = pytest.mark.slow
@@ -62,15 +63,47 @@ def test_failed_items_are_retried_on_the_next_run(samples, reference, tmp_path):
     flaky = load_config("demo-spine", overrides=["ray.progress_bars=false", "cut.timeout_s=0.001"])
     first = run([str(samples)], out, flaky, show_progress=False)
     failed = {f.stage: f.failed for f in first.funnel}
-    assert failed["cut"] == 11 and first.counts["clip"].get("accepted", 0) == 0
+    assert failed["cut"] == 8 and first.counts["clip"].get("accepted", 0) == 0
     ledger = read_ledger(out).to_pylist()
     assert {r[Col.ERROR_TYPE] for r in ledger if r[Col.STATE] == "failed"} == {"FFmpegError"}
     second = run(
         [str(samples)], out, load_config("demo-spine", overrides=["ray.progress_bars=false"]), show_progress=False
     )
-    assert second.num_skipped_sources == 3  # the sources rejected before the cut are final
+    # final: the 3 sources rejected before the scene cut, and the 3 whose only clip the sound
+    # check rejected (it runs before the encode, so their clips never reached the failing cut)
+    assert second.num_skipped_sources == 6
     assert _accepted(out) == _accepted(reference)
     ledger = read_ledger(out).to_pylist()
     assert Counter(r[Col.STATE] for r in ledger)["failed"] == 0
-    retried = {r[Col.ATTEMPT] for r in ledger if r[Col.KIND] == "clip"}
-    assert retried == {2}
+    attempts = Counter((r[Col.STATE], r[Col.REASON], r[Col.ATTEMPT]) for r in ledger if r[Col.KIND] == "clip")
+    # every clip that failed at the cut came back in its source's second attempt; the sound
+    # check's rejections were final in the first
+    assert {a for (state, _, a) in attempts if state == "accepted"} == {2}
+    assert {a for (_, reason, a) in attempts if reason in ("silent", "partial_audio")} == {1}
+
+
+def test_a_source_whose_decode_breaks_midway_keeps_none_of_its_clips(samples, ray_local, tmp_path):
+    from tests.stages.test_analysis import _break_after
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    # the decoder gives up on the last fifth: the first scene's clip has already left by then
+    _break_after(samples / "three_scenes.mp4", inputs / "broken.mp4", 0.8)
+    (inputs / "fine.mp4").write_bytes((samples / "short_tail.mp4").read_bytes())
+    out = tmp_path / "out"
+    config = load_config("demo-spine", overrides=["ray.progress_bars=false"])
+    for attempt in (1, 2):  # failed again on the rerun, and again nothing of it is kept
+        result = run([str(inputs)], out, config, show_progress=False)
+        ledger = read_ledger(out).to_pylist()
+        broken = [r for r in ledger if Path(r[Col.INPUT]).name == "broken.mp4"]
+        assert [(r[Col.KIND], r[Col.STATE], r[Col.STAGE], r[Col.ATTEMPT]) for r in broken] == [
+            ("source", "failed", "scene_cut", attempt)
+        ]
+        assert "undecodable packets" in broken[0][Col.ERROR_MESSAGE]
+        assert result.counts["clip"] == {"accepted": 1, "rejected": 1}  # short_tail's two clips
+        # its first clip did leave (and was encoded) before the failure: staged, never committed
+        staged = Staging(out / "_work").load().to_pylist()
+        assert [r[Col.STATE] for r in staged if r[Col.SOURCE_ID] == broken[0][Col.ID] and r[Col.KIND] == "clip"] == [
+            "accepted"
+        ]
+        assert not list((out / "media" / "clips" / broken[0][Col.ID]).glob("*"))  # its file was pruned

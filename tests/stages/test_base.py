@@ -86,3 +86,41 @@ def test_a_batch_that_raises_fails_every_pending_row_and_drops_none():
     rows = [source_row(id=f"s{i}", input=str(i), src_size_bytes=2) for i in range(3)]
     out = apply_stage(_BatchHalver(down=True), conform(rows), "h").to_pylist()
     assert [(r[Col.STATE], r[Col.ERROR_TYPE]) for r in out] == [("failed", "TimeoutError")] * 3
+
+
+class _Streamer:
+    """A toy streaming stage: emits one child per unit of size, then fails on size 3."""
+
+    name: ClassVar[str] = "streamer"
+    unit: ClassVar[str] = Kind.SOURCE
+    reasons: ClassVar[tuple[str, ...]] = ()
+    requires: ClassVar[tuple[str, ...]] = (Col.SRC_SIZE_BYTES,)
+    produces: ClassVar[tuple[str, ...]] = (Col.SCENE_NUM_CLIPS,)
+
+    def stream(self, row):
+        for k in range(row[Col.SRC_SIZE_BYTES]):
+            if k == 2:
+                raise OSError("the decoder gave up")
+            yield {Col.ID: f"{row[Col.ID]}c{k}", Col.KIND: Kind.CLIP, Col.SOURCE_ID: row[Col.ID]}
+        return passed(scene_num_clips=row[Col.SRC_SIZE_BYTES])
+
+
+def test_streaming_stage_emits_children_before_their_parent_and_fails_at_the_row_boundary():
+    from pipeline.staging import without_orphan_clips
+    from stages.base import stream_stage
+
+    rows = [source_row(id=f"s{i}", input=str(i), src_size_bytes=size) for i, size in enumerate([2, 3])]
+    rows.append({**source_row(id="s9", input="9", src_size_bytes=3), Col.STATE: "rejected", Col.STAGE: "earlier"})
+    tables = list(stream_stage(_Streamer(), conform(rows), "h1"))
+    order = [t.column(Col.ID).to_pylist() for t in tables]
+    assert order == [["s0c0"], ["s0c1"], ["s0"], ["s1c0"], ["s1c1"], ["s1"], ["s9"]]  # each child as it exists
+    out = {r[Col.ID]: r for t in tables for r in t.to_pylist()}
+    assert out["s0"][Col.STATE] == "pending" and out["s0"][Col.SCENE_NUM_CLIPS] == 2
+    assert out["s0c1"][Col.STATE] == "pending" and out["s0c1"][Col.ATTEMPT] == 1
+    assert (out["s1"][Col.STATE], out["s1"][Col.ERROR_TYPE]) == ("failed", "OSError")
+    # the children s1 emitted before it failed are orphans: the runner drops them with their source
+    for row in out.values():
+        if row[Col.STATE] == "pending":
+            row[Col.STATE] = "accepted"
+    kept = without_orphan_clips(conform(list(out.values()))).column(Col.ID).to_pylist()
+    assert sorted(kept) == ["s0", "s0c0", "s0c1", "s1", "s9"]

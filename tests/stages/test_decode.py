@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from schemas import Col
-from stages.decode import AUDIO_RATE_HZ, Decode, DecodedClip, FrameNeed, decode_clip, scaled_size
+from stages.decode import AUDIO_RATE_HZ, DecodedClip, FrameNeed, Loudness, decode_clip, scaled_size
 
 
 def test_frame_need_times():
@@ -56,15 +56,13 @@ def test_variable_frame_rate_uses_timestamps(samples):
     assert decoded.audio is None
 
 
-def test_decode_stage_reads_files_and_embedded_bytes(samples):
-    stage = Decode([FrameNeed("a", positions=(0.5,), max_side=64)], audio=False, output_dir=str(samples))
-    from_file = stage.process({Col.MEDIA_BYTES: None, Col.MEDIA_PATH: "rotated.mp4", Col.CUT_VIDEO_DURATION_S: 3.0})
-    data = (samples / "rotated.mp4").read_bytes()
-    from_bytes = stage.process({Col.MEDIA_BYTES: data, Col.MEDIA_PATH: None, Col.CUT_VIDEO_DURATION_S: 3.0})
-    a = DecodedClip.from_bytes(from_file.columns[Col.DECODED]).frames["a"]
-    b = DecodedClip.from_bytes(from_bytes.columns[Col.DECODED]).frames["a"]
-    assert np.array_equal(a, b)
-    with pytest.raises(ValueError, match="decode stage"):
+def test_pack_round_trip_keeps_loudness():
+    loudness = Loudness(12.5, 1000, 0.75, 500, 0.01, 1.99)
+    pack = DecodedClip(2.0, {}, {}, np.zeros(3, np.float32), loudness)
+    again = DecodedClip.from_bytes(pack.to_bytes())
+    assert again.loudness == loudness and np.array_equal(again.audio, pack.audio)
+    assert DecodedClip.from_bytes(DecodedClip(2.0, {}, {}, None).to_bytes()).loudness is None
+    with pytest.raises(ValueError, match="analysis pack"):
         DecodedClip.from_row({Col.DECODED: None})
 
 

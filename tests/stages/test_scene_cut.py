@@ -2,37 +2,20 @@ import pytest
 
 from pipeline import ids
 from schemas import Col, Kind
-from stages.scene_cut import (
-    ClipLength,
-    ClipLengthConfig,
-    Scene,
-    SceneCut,
-    SceneCutConfig,
-    clip_rows,
-    detect_scenes,
-    split_scene,
-)
-
-
-def test_split_scene_makes_equal_pieces_no_longer_than_the_maximum():
-    scene = Scene(0, 3000, 0.0, 120.0)  # 120 s at 25 fps
-    pieces = split_scene(scene, 60.0)
-    assert [(p.start_frame, p.end_frame) for p in pieces] == [(0, 1500), (1500, 3000)]
-    pieces = split_scene(Scene(100, 3350, 4.0, 134.0), 60.0)  # 130 s -> 3 pieces, no short tail
-    assert len(pieces) == 3
-    assert all(p.duration_s <= 60.0 for p in pieces)
-    assert pieces[0].start_frame == 100 and pieces[-1].end_frame == 3350
-    assert all(a.end_frame == b.start_frame and a.end_s == b.start_s for a, b in zip(pieces, pieces[1:]))
-    assert split_scene(Scene(0, 250, 0.0, 10.0), 60.0) == [Scene(0, 250, 0.0, 10.0)]
+from stages.analysis import Piece
+from stages.decode import DecodedClip
+from stages.scene_cut import ClipLength, ClipLengthConfig, SceneCut, SceneCutConfig, clip_row, detect_scenes
 
 
 def test_clip_rows_inherit_source_metadata_and_get_deterministic_ids():
     source = {Col.ID: "sabc", Col.INPUT: "in.mp4", Col.SRC_TITLE: "t", Col.PROBE_FPS: 25.0}
-    rows = clip_rows(source, [Scene(0, 100, 0.0, 4.0), Scene(100, 3100, 4.0, 124.0)], 60.0)
-    assert [r[Col.CLIP_SCENE_INDEX] for r in rows] == [0, 1, 1]
-    assert [r[Col.CLIP_PIECE_INDEX] for r in rows] == [0, 0, 1]
-    assert rows[1][Col.ID] == ids.clip_id("sabc", 100, 1600)
-    assert all(r[Col.KIND] == Kind.CLIP and r[Col.SOURCE_ID] == "sabc" and r[Col.SRC_TITLE] == "t" for r in rows)
+    piece = Piece(1, 1, 100, 1600, 4.0, 64.0, DecodedClip(60.0, {}, {}, None))
+    row = clip_row(source, piece, {Col.INPUT: "in.mp4", Col.SRC_TITLE: "t"})
+    assert (row[Col.CLIP_SCENE_INDEX], row[Col.CLIP_PIECE_INDEX], row[Col.CLIP_DURATION_S]) == (1, 1, 60.0)
+    assert row[Col.ID] == ids.clip_id("sabc", 100, 1600)
+    assert row[Col.KIND] == Kind.CLIP and row[Col.SOURCE_ID] == "sabc" and row[Col.SRC_TITLE] == "t"
+    assert DecodedClip.from_bytes(row[Col.DECODED]).duration_s == 60.0
+    assert clip_row(source, Piece(0, 0, 0, 10, 0.0, 0.4, None), {})[Col.DECODED] is None
 
 
 def test_detects_the_generated_hard_cuts(samples):
@@ -43,8 +26,12 @@ def test_detects_the_generated_hard_cuts(samples):
     assert [s.start_frame for s in content] == [0, 100, 175]
 
 
+def _source(path) -> dict:
+    return {Col.ID: "s1", Col.INPUT: "x", Col.SRC_PATH: str(path), Col.PROBE_FPS: 25.0, Col.PROBE_ROTATION_DEG: 0}
+
+
 def test_scene_cut_stage_emits_candidates(samples):
-    row = {Col.ID: "s1", Col.INPUT: "x", Col.SRC_PATH: str(samples / "short_tail.mp4"), Col.PROBE_FPS: 25.0}
+    row = _source(samples / "short_tail.mp4")
     outcome = SceneCut(SceneCutConfig()).process(row)
     assert outcome.rejection is None
     assert outcome.columns[Col.SCENE_NUM_SCENES] == 2 and outcome.columns[Col.SCENE_NUM_CLIPS] == 2
@@ -52,6 +39,20 @@ def test_scene_cut_stage_emits_candidates(samples):
     split = SceneCut(SceneCutConfig(max_clip_s=2.0)).process(row)
     # 75 frames in two pieces on frame boundaries: 38 + 37 frames
     assert [round(c[Col.CLIP_DURATION_S], 2) for c in split.children] == [1.52, 1.48, 1.0]
+    assert [(c[Col.CLIP_SCENE_INDEX], c[Col.CLIP_PIECE_INDEX]) for c in split.children] == [(0, 0), (0, 1), (1, 0)]
+
+
+def test_clips_leave_while_the_source_is_still_being_decoded(samples):
+    stream = SceneCut(SceneCutConfig()).stream(_source(samples / "three_scenes.mp4"))
+    first = next(stream)  # the first scene's clip, with its pack, before the decoder reached the end
+    assert (first[Col.CLIP_START_FRAME], first[Col.CLIP_END_FRAME]) == (0, 100)
+    pack = DecodedClip.from_bytes(first[Col.DECODED])
+    assert pack.duration_s == pytest.approx(4.0) and pack.loudness.num_samples == pytest.approx(4 * 44100, abs=2)
+    rest = []
+    with pytest.raises(StopIteration) as done:
+        while True:
+            rest.append(next(stream))
+    assert len(rest) == 2 and done.value.value.columns[Col.SCENE_NUM_CLIPS] == 3
 
 
 def test_clip_length_rejects_short_clips():
