@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,8 @@ import numpy as np
 from schemas import Col
 
 AUDIO_RATE_HZ = 16_000  # what speech and audio models expect
+_PACK_MAGIC = b"javispk1"
+_ALIGN = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +99,10 @@ class DecodedClip:
     loudness: Loudness | None = None  # None: the source has no audio stream
 
     def to_bytes(self) -> bytes:
-        arrays: dict[str, np.ndarray] = {"duration_s": np.asarray(self.duration_s)}
+        """A JSON header (names, dtypes, shapes, offsets) and the raw arrays after it, in one copy.
+        (``np.savez`` zipped and checksummed every byte, and buffered it twice: for the megabytes
+        of frames each clip carries through several stages that cost real CPU and memory.)"""
+        arrays: dict[str, np.ndarray] = {}
         for name, frames in self.frames.items():
             arrays[f"frames/{name}"] = frames
             arrays[f"times/{name}"] = self.frame_times_s[name]
@@ -104,18 +110,35 @@ class DecodedClip:
             arrays["audio"] = self.audio
         if self.loudness is not None:
             arrays["loudness"] = self.loudness.to_array()
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)  # uncompressed: it lives seconds, compression costs CPU
-        return buffer.getvalue()
+        entries, parts, offset = [], [], 0
+        for name, array in arrays.items():
+            array = np.ascontiguousarray(array)
+            pad = -offset % _ALIGN  # every array starts aligned for its dtype
+            parts.append(bytes(pad))
+            offset += pad
+            entries.append([name, array.dtype.str, list(array.shape), offset])
+            parts.append(memoryview(array).cast("B") if array.size else b"")
+            offset += array.nbytes
+        header = json.dumps({"duration_s": self.duration_s, "arrays": entries}).encode()
+        return b"".join([_PACK_MAGIC, len(header).to_bytes(4, "little"), header, *parts])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> DecodedClip:
-        with np.load(io.BytesIO(data)) as z:
-            frames = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("frames/")}
-            times = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith("times/")}
-            audio = z["audio"] if "audio" in z.files else None
-            loudness = Loudness.from_array(z["loudness"]) if "loudness" in z.files else None
-            return cls(float(z["duration_s"]), frames, times, audio, loudness)
+        view = memoryview(data)
+        if bytes(view[: len(_PACK_MAGIC)]) != _PACK_MAGIC:
+            raise ValueError("not an analysis pack")
+        start = len(_PACK_MAGIC) + 4
+        size = int.from_bytes(view[len(_PACK_MAGIC) : start], "little")
+        header = json.loads(bytes(view[start : start + size]))
+        body = bytearray(view[start + size :])  # one copy: the arrays are writable views of it
+        arrays = {}
+        for name, dtype, shape, offset in header["arrays"]:
+            count = int(np.prod(shape)) if shape else 1
+            arrays[name] = np.frombuffer(body, dtype=dtype, count=count, offset=offset).reshape(shape)
+        frames = {k.split("/", 1)[1]: a for k, a in arrays.items() if k.startswith("frames/")}
+        times = {k.split("/", 1)[1]: a for k, a in arrays.items() if k.startswith("times/")}
+        loudness = Loudness.from_array(arrays["loudness"]) if "loudness" in arrays else None
+        return cls(float(header["duration_s"]), frames, times, arrays.get("audio"), loudness)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> DecodedClip:
@@ -125,10 +148,12 @@ class DecodedClip:
         return cls.from_bytes(data)
 
 
-def _convert(frame: av.VideoFrame, need: FrameNeed) -> np.ndarray:
+def _convert(frame: av.VideoFrame, need: FrameNeed, reformatter: av.video.reformatter.VideoReformatter) -> np.ndarray:
+    """``frame`` at the need's size and format; one reformatter per need keeps its swscale
+    context (``frame.reformat`` builds a new one per frame, which costs more than the decode)."""
     width, height = scaled_size(frame.width, frame.height, need.max_side)
     fmt = "gray" if need.gray else "rgb24"
-    return frame.reformat(width=width, height=height, format=fmt).to_ndarray()
+    return reformatter.reformat(frame, width=width, height=height, format=fmt).to_ndarray()
 
 
 def _decode_video(container: Any, needs: Sequence[FrameNeed], duration_s: float) -> dict[str, list]:
@@ -137,6 +162,7 @@ def _decode_video(container: Any, needs: Sequence[FrameNeed], duration_s: float)
     stream = container.streams.video[0]
     stream.thread_type = "AUTO"
     targets = {n.name: list(n.times_s(duration_s)) for n in needs}
+    reformatters = {n.name: av.video.reformatter.VideoReformatter() for n in needs}
     picked: dict[str, list[tuple[float, np.ndarray]]] = {n.name: [] for n in needs}
     start = None
     previous: tuple[float, av.VideoFrame] | None = None
@@ -145,7 +171,7 @@ def _decode_video(container: Any, needs: Sequence[FrameNeed], duration_s: float)
         for need in needs:
             pending = targets[need.name]
             while pending and pending[0] < t_limit:
-                picked[need.name].append((candidate[0], _convert(candidate[1], need)))
+                picked[need.name].append((candidate[0], _convert(candidate[1], need, reformatters[need.name])))
                 pending.pop(0)
 
     for frame in container.decode(stream):

@@ -56,6 +56,26 @@ def test_variable_frame_rate_uses_timestamps(samples):
     assert decoded.audio is None
 
 
+def test_pack_round_trip_keeps_every_array_exactly_and_writable():
+    rng = np.random.default_rng(0)
+    pack = DecodedClip(
+        3.5,
+        {"rgb": rng.integers(0, 256, (3, 6, 8, 3), dtype=np.uint8), "grey": np.zeros((2, 5, 7), np.uint8),
+         "none": np.zeros((0, 0, 0), np.uint8)},
+        {"rgb": np.array([0.0, 1.0, 2.0]), "grey": np.array([0.25, 0.5]), "none": np.zeros(0)},
+        rng.standard_normal(1001).astype(np.float32),
+    )  # fmt: skip
+    again = DecodedClip.from_bytes(pack.to_bytes())
+    assert again.duration_s == 3.5 and again.loudness is None
+    for name in pack.frames:
+        assert again.frames[name].dtype == np.uint8 and np.array_equal(again.frames[name], pack.frames[name])
+        assert np.array_equal(again.frame_times_s[name], pack.frame_times_s[name])
+    assert again.audio.dtype == np.float32 and np.array_equal(again.audio, pack.audio)
+    again.frames["rgb"][0, 0, 0, 0] = 7  # consumers may work in place
+    with pytest.raises(ValueError, match="not an analysis pack"):
+        DecodedClip.from_bytes(b"PK\x03\x04 a zip")
+
+
 def test_pack_round_trip_keeps_loudness():
     loudness = Loudness(12.5, 1000, 0.75, 500, 0.01, 1.99)
     pack = DecodedClip(2.0, {}, {}, np.zeros(3, np.float32), loudness)
