@@ -47,6 +47,10 @@ from stages.taxonomy import Taxonomy
 log = logging.getLogger(__name__)
 
 MAX_INPUT_BLOCKS = 2000
+# Blocks are cut at this size, so a clip carrying its analysis pack (megabytes) travels alone:
+# each moves on to the next stage the moment it is ready, instead of waiting in a ~128 MiB block
+# for a score of others (Ray Data's default). Small rows still share blocks.
+TARGET_BLOCK_BYTES = 1 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,7 +344,8 @@ def fit_cpus(config: Config, available_cpus: float | None) -> dict[str, float]:
 
 def build_dataset(rows: pa.Table, config: Config, output_dir: str, available_cpus: float | None = None) -> Any:
     """A lazy Ray Dataset that runs every active stage over ``rows``. ``available_cpus``: the
-    size of a cluster that cannot grow (reservations are fitted to it, see :func:`fit_cpus`)."""
+    size of a cluster that cannot grow (reservations are fitted to it, see :func:`fit_cpus`).
+    Run it with the DataContext's ``target_max_block_size`` at :data:`TARGET_BLOCK_BYTES`."""
     import ray.data
 
     check_columns(config)

@@ -3,8 +3,8 @@
 1. Plan: expand ``--input`` values into source rows with deterministic ids.
 2. Resume: read staged rows of earlier runs into the same folder; complete sources are
    skipped, the rest (never seen, failed, or interrupted) run again as a new attempt.
-3. Execute: one Ray Dataset over the pending sources; each finished batch is staged at once
-   (atomically), so a SIGKILL loses at most the batches in flight.
+3. Execute: one Ray Dataset over the pending sources; finished rows are staged (atomically)
+   every few hundred rows or seconds, so a SIGKILL loses at most those and the rows in flight.
 4. Finish: rows still pending after the last stage are accepted; outputs are rebuilt from the
    staged rows of the planned sources, the invariant is checked, the manifest written last.
 """
@@ -31,6 +31,7 @@ from pipeline import __version__
 from pipeline.config import Config, RayConfig
 from pipeline.dag import (
     STAGES,
+    TARGET_BLOCK_BYTES,
     active_stages,
     annotation_summary,
     apply_balance,
@@ -41,7 +42,7 @@ from pipeline.dag import (
 from pipeline.funnel import FunnelRow, check_invariant, compute_funnel
 from pipeline.inputs import FileIdCache, plan_sources
 from pipeline.outputs import CONFIG_JSON, MANIFEST, prune_media, write_json, write_outputs
-from pipeline.staging import Staging, complete_sources, without_orphan_clips
+from pipeline.staging import Staging, StagingBuffer, complete_sources, without_orphan_clips
 from schemas import SCHEMA_VERSION, WORK_SCHEMA, Col, Kind, State, conform
 from stages.ffmpeg import ffmpeg_version
 
@@ -96,22 +97,27 @@ def _execute(pending: pa.Table, config: Config, out: Path, staging: Staging, sho
     import ray
 
     started = start_ray(config.ray)
+    ctx = ray.data.DataContext.get_current()
+    block_bytes = ctx.target_max_block_size
     try:
         # a cluster joined by address may add GPU nodes on demand; a local Ray cannot
         resources = ray.cluster_resources()
         check_gpus(config, resources.get("GPU", 0.0), autoscaling=bool(config.ray.address))
-        ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = config.ray.progress_bars and show_progress
+        ctx.target_max_block_size = TARGET_BLOCK_BYTES
         fixed_cpus = None if config.ray.address else resources.get("CPU")  # a joined cluster may autoscale
         ds = build_dataset(pending, config, str(out), available_cpus=fixed_cpus)
         tally = _Tally()
+        buffer = StagingBuffer(staging)
         with _progress(pending.num_rows, show_progress) as bar:
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
                 batch = _accept_pending(batch)
-                staging.write(batch)
+                buffer.add(batch)
                 bar.update(tally.add(batch))
                 bar.set_postfix_str(tally.line(), refresh=False)
+        buffer.flush()
     finally:
+        ctx.target_max_block_size = block_bytes  # this process may run other datasets (augment, latents)
         if started:
             ray.shutdown()
 
