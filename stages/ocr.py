@@ -156,6 +156,9 @@ def _onnx_session(model_path: Path, provider: str, device_id: int, num_threads: 
         )
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3  # errors only
+    # idle intra-op threads sleep instead of spinning: the other stages share these cores, and a
+    # spinning pool burned a fifth of a run's CPU waiting for work (bench/bench_run.py)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if num_threads:
         options.intra_op_num_threads = num_threads
     providers = [(provider, {"device_id": device_id})] if provider == "CUDAExecutionProvider" else [provider]
@@ -253,14 +256,14 @@ class Ocr:
     def score(self, frames: np.ndarray) -> dict[str, Any]:
         """Score columns of a clip's sampled frames, (N, H, W, 3) RGB."""
         if len(frames) == 0:
-            raise ValueError("no decoded frames for the ocr stage (is it in the decode stage's needs?)")
+            raise ValueError("the analysis pack has no 'ocr' frames: scene_cut's pack plan lacks Ocr.frame_need")
         num_regions, area = clip_scores([self.detector.detect(f) for f in frames], frames.shape[1:3])
         return {Col.OCR_NUM_REGIONS: num_regions, Col.OCR_TEXT_AREA_FRACTION: area, Col.OCR_BACKEND: self.backend_id}
 
     def process(self, row: dict[str, Any]) -> Outcome:
         frames = DecodedClip.from_row(row).frames.get("ocr")
         if frames is None:
-            raise ValueError("no decoded frames for the ocr stage (is it in the decode stage's needs?)")
+            raise ValueError("the analysis pack has no 'ocr' frames: scene_cut's pack plan lacks Ocr.frame_need")
         columns = self.score(frames)
         decision = decide(self.config, columns)
         if decision is None:
