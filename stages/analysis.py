@@ -15,7 +15,7 @@ decoders (PyAV). Each video frame is used three ways, in the same pass:
 * **frames at positions** (aesthetic, OCR: "the frame at 10/50/90 % of the clip") cannot be
   chosen before the clip's end is known. Candidates (*stills*) are kept on a grid of
   ``still_fps``, in YUV 4:2:0 at each need's size (half the bytes of RGB); a closed piece takes,
-  for each position, the last still at or before it.
+  for each position, the still nearest to it (at most half a grid step away).
 
 The audio stream, decoded in the same pass, feeds two buffers of the open scene: per-sample
 power and peak at the source's own rate over every channel (the sound check's loudness, exactly
@@ -230,6 +230,14 @@ class _Sampler:
     def drop_before(self, t: float) -> None:
         cut = bisect.bisect_left(self.times, t)
         del self.times[:cut], self.arrays[:cut]
+
+
+def _nearest(times: list[float], t: float) -> int:
+    """Index of the time in ``times`` (sorted) closest to ``t``."""
+    i = bisect.bisect_left(times, t)
+    if i == len(times) or (i > 0 and t - times[i - 1] <= times[i] - t):
+        return i - 1
+    return i
 
 
 def _rotate(frame: np.ndarray, rotation_deg: int) -> np.ndarray:
@@ -455,7 +463,7 @@ class SourceAnalysis:
             sampler = self.samplers[need.name]
             got_times, got = sampler.take(start_s, end_s)
             if need.positions and got_times:
-                picks = [max(0, bisect.bisect_right(got_times, start_s + t) - 1) for t in need.times_s(duration)]
+                picks = [_nearest(got_times, start_s + t) for t in need.times_s(duration)]
                 got_times = [got_times[i] for i in picks]
                 got = [_still_to(got[i], sampler.width, sampler.height, need.gray) for i in picks]
             got = [_rotate(a, self.rotation_deg) for a in got]

@@ -97,9 +97,9 @@ def test_packs_hold_what_each_need_declared(samples):
     assert first.frames["still"].shape == (3, 120, 160, 3) and first.frames["rate"].shape == (16, 48, 64)
     # frames at 4 per second on the source's grid: the frame on screen at k / 4 s (25 fps)
     assert first.frame_times_s["rate"] == pytest.approx(np.floor(np.arange(16) * 0.25 / 0.04 + 1e-9) * 0.04)
-    # stills every 0.5 s (the frame on screen then); per position the last one at or before
-    # 10, 50 and 90 % of the clip: the stills of 0.0, 2.0 and 3.5 s, i.e. frames 0, 50 and 87
-    assert first.frame_times_s["still"] == pytest.approx([0.0, 2.0, 3.48])
+    # stills every 0.5 s (the frame on screen then); per position the one nearest to 10, 50 and
+    # 90 % of the clip (0.4, 2.0, 3.6 s): the stills of 0.5, 2.0 and 3.5 s, i.e. frames 12, 50 and 87
+    assert first.frame_times_s["still"] == pytest.approx([0.48, 2.0, 3.48])
     assert len(first.audio) == pytest.approx(4 * AUDIO_RATE_HZ, abs=2) and first.audio.dtype == np.float32
     assert first.loudness.num_samples == pytest.approx(4 * 44100, abs=2)
     assert first.loudness.start_s == pytest.approx(0.0, abs=1e-3) and first.loudness.end_s == pytest.approx(4.0, abs=1e-3)
