@@ -178,7 +178,7 @@ def _without_filters(config: Config) -> Config:
 
 
 def preset_spine() -> Config:
-    """Only the spine (ingest, probe, scene cut, cut, sound check): no quality filters."""
+    """Only the spine (ingest, probe, scene cut, clip length, sound check, cut): no quality filters."""
     return _without_filters(Config())
 
 
@@ -307,5 +307,14 @@ def build_dataclass(cls: type, values: Mapping[str, Any], where: str) -> Any:
     return _build(cls, values, where)
 
 
+# stages of earlier javis versions whose resources an old output folder's config.json may hold:
+# ``decode`` merged into scene_cut's analysis pass (schema 1.2.0)
+RETIRED_STAGES = ("decode",)
+
+
 def config_from_dict(values: Mapping[str, Any]) -> Config:
+    """The config saved with a run (``config.json``), including one written by an earlier javis."""
+    values = dict(values)
+    if isinstance(values.get("resources"), Mapping):
+        values["resources"] = {k: v for k, v in values["resources"].items() if k not in RETIRED_STAGES}
     return _build(Config, values, "config")

@@ -10,7 +10,7 @@ short_tail.mp4         a 3 s scene then a 1 s scene: one clip accepted, one ``to
 silent.mp4             digital silence: clip rejected ``silent``
 quiet_noise.mp4        noise at about -70 dBFS: clip rejected ``silent``
 no_audio.mp4           no audio stream: source rejected ``no_audio`` at probe
-audio_ends_early.mp4   6 s of video, 3 s of audio: clip rejected ``av_mismatch``
+audio_ends_early.mp4   6 s of video, 3 s of audio: clip rejected ``partial_audio`` (before any encode)
 rotated.mp4            320x240 pixels with a 90 degree display rotation: clip is 240x320
 vfr.mp4                variable frame rate (25 fps then 12.5 fps): clip accepted, probe says VFR
 black.mp4              black frames with a tone: rejected by the aesthetic filter (image quality)

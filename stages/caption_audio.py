@@ -61,7 +61,7 @@ class CaptionAudio(LLMStage):
     def request(self, row: dict[str, Any]) -> Request:
         audio = DecodedClip.from_row(row).audio
         if audio is None or len(audio) == 0:
-            raise ValueError("the clip has no decoded audio: was decode run with audio (CaptionAudio.needs_audio)?")
+            raise ValueError("the clip has no decoded audio: scene_cut's pack plan lacks CaptionAudio.needs_audio")
         audio = np.ascontiguousarray(audio[: int(self.config.max_audio_s * AUDIO_RATE_HZ)], dtype=np.float32)
         rendered = self.prompt.render()
         return Request(

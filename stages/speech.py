@@ -24,9 +24,9 @@ Backends (calibration and costs: ``docs/filters/speech.md``):
 - ``funasr`` (production): a FunASR VAD model (fsmn-vad) from a local directory.
 
 A clip without audio (None or zero samples) raises ``ValueError``, so the row is recorded as
-``failed``: the sound stage rejects such clips before this one, so reaching here means decode
-ran without audio or the sound stage was skipped, and passing it silently as "no speech" would
-let every speech video through.
+``failed``: the sound stage rejects such clips before this one, so reaching here means the
+pack was built without audio or the sound stage was skipped, and passing it silently as "no
+speech" would let every speech video through.
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ def build_backend(config: SpeechConfig) -> OmniVadAed | SileroVad | FunasrVad:
 def prepare_audio(audio: np.ndarray | None) -> np.ndarray:
     """Contiguous float32, zero-padded to ``MIN_MODEL_SAMPLES``; no audio is an error (see top)."""
     if audio is None or len(audio) == 0:
-        raise ValueError("the clip has no decoded audio: run decode with audio and the sound stage before speech")
+        raise ValueError("the clip has no decoded audio: scene_cut's pack plan lacks audio, or the sound check did not run first")
     audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
     if len(audio) < MIN_MODEL_SAMPLES:
         audio = np.pad(audio, (0, MIN_MODEL_SAMPLES - len(audio)))

@@ -97,3 +97,13 @@ def test_actor_reservations_are_fitted_so_a_map_task_can_always_run():
     assert fit_cpus(config, None) == {s: config.resources[s].num_cpus for s in fitted}  # a cluster that can grow
     demo = load_config("demo")
     assert fit_cpus(demo, 2.0) == {s: demo.resources[s].num_cpus for s in fit_cpus(demo, None)}  # fits as is
+
+
+def test_a_config_saved_by_an_earlier_javis_still_loads():
+    from pipeline.config import config_from_dict
+
+    saved = Config().to_dict()
+    saved["resources"]["decode"] = {"num_cpus": 1.0, "num_gpus": 0.0, "batch_size": 1, "max_concurrency": None}
+    assert config_from_dict(saved) == Config()
+    with pytest.raises(ValueError, match="unknown stages"):  # a user's own file still gets the clear error
+        load_config("default", overrides=["resources.decode.num_cpus=1"])
