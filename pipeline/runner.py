@@ -151,14 +151,18 @@ def encode_summary(rows: pa.Table) -> dict[str, Any]:
     """How much of the encoding was kept: clips (and seconds) the cut encoded vs accepted. Every
     filter runs before the encode, so only the cut's own A/V check and balancing (which needs
     every accepted clip) can reject an encoded clip."""
-    clips = rows.filter(pc.equal(rows.column(Col.KIND), Kind.CLIP)).select(
-        [Col.STATE, Col.STAGE, Col.REASON, Col.MEDIA_SIZE_BYTES, Col.CLIP_DURATION_S]
-    ).to_pylist()
+    clips = (
+        rows.filter(pc.equal(rows.column(Col.KIND), Kind.CLIP))
+        .select([Col.STATE, Col.STAGE, Col.REASON, Col.MEDIA_SIZE_BYTES, Col.CLIP_DURATION_S])
+        .to_pylist()
+    )
     encoded = [c for c in clips if c[Col.MEDIA_SIZE_BYTES] is not None]
     accepted = [c for c in clips if c[Col.STATE] == State.ACCEPTED]
     encoded_s = sum(c[Col.CLIP_DURATION_S] for c in encoded)
     accepted_s = sum(c[Col.CLIP_DURATION_S] for c in accepted)
-    after = Counter(f"{c[Col.STAGE]}:{c[Col.REASON] or c[Col.STATE]}" for c in encoded if c[Col.STATE] != State.ACCEPTED)
+    after = Counter(
+        f"{c[Col.STAGE]}:{c[Col.REASON] or c[Col.STATE]}" for c in encoded if c[Col.STATE] != State.ACCEPTED
+    )
     return {
         "num_clips_encoded": len(encoded),
         "encoded_s": round(encoded_s, 3),

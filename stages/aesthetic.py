@@ -360,7 +360,9 @@ class Aesthetic:
     def process(self, row: dict[str, Any]) -> Outcome:
         decoded = DecodedClip.from_row(row)
         if self.name not in decoded.frames:  # a wiring mistake, not a property of the clip
-            raise ValueError("the analysis pack has no 'aesthetic' frames: scene_cut's pack plan lacks Aesthetic.frame_need")
+            raise ValueError(
+                "the analysis pack has no 'aesthetic' frames: scene_cut's pack plan lacks Aesthetic.frame_need"
+            )
         frames = decoded.frames[self.name]
         columns: dict[str, Any] = {c: None for c in self.produces}
         columns[Col.AESTHETIC_BACKEND] = self.backend_id

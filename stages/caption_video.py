@@ -90,7 +90,9 @@ class CaptionVideo(LLMStage):
         decoded = DecodedClip.from_row(row)
         frames = decoded.frames.get(self.name)
         if frames is None or len(frames) == 0:
-            raise ValueError("the analysis pack has no 'caption_video' frames: scene_cut's pack plan lacks CaptionVideo.frame_need")
+            raise ValueError(
+                "the analysis pack has no 'caption_video' frames: scene_cut's pack plan lacks CaptionVideo.frame_need"
+            )
         frames, fps = subsample(frames, decoded.duration_s, self.config.max_frames, self.config.fps)
         rendered = self.prompt.render(**self.metadata(row))
         return Request(

@@ -366,7 +366,9 @@ class Motion:
     def process(self, row: dict[str, Any]) -> Outcome:
         clip = DecodedClip.from_row(row)
         if self.name not in clip.frames:
-            raise ValueError(f"the analysis pack has no {self.name!r} frames: scene_cut's pack plan lacks Motion's need")
+            raise ValueError(
+                f"the analysis pack has no {self.name!r} frames: scene_cut's pack plan lacks Motion's need"
+            )
         frames, times_s = clip.frames[self.name], clip.frame_times_s[self.name]
         scores = motion_scores(self.backend, frames, times_s, self.config.moving_min_flow)
         columns = {

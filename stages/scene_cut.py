@@ -132,7 +132,9 @@ class SceneCut:
 
     def stream(self, row: dict[str, Any]) -> Generator[dict[str, Any], None, Outcome]:
         """Yield each clip row as its scene closes; return the source's outcome."""
-        analysis = SourceAnalysis(row[Col.SRC_PATH], self.config.detector_config(), self.plan, row[Col.PROBE_ROTATION_DEG] or 0)
+        analysis = SourceAnalysis(
+            row[Col.SRC_PATH], self.config.detector_config(), self.plan, row[Col.PROBE_ROTATION_DEG] or 0
+        )
         inherited = {c: row.get(c) for c in INHERITED_COLUMNS}
         num_clips = 0
         for piece in analysis:

@@ -75,9 +75,13 @@ class Sound:
         max_gap = self.config.max_audio_gap_frames / (row[Col.PROBE_FPS] or 25.0)
         gap = columns[Col.SOUND_AUDIO_GAP_S]
         if gap > max_gap:
-            detail = f"audio covers {loudness.start_s:.3f}-{loudness.end_s:.3f} s of a {row[Col.CLIP_DURATION_S]:.3f} s clip"
+            detail = (
+                f"audio covers {loudness.start_s:.3f}-{loudness.end_s:.3f} s of a {row[Col.CLIP_DURATION_S]:.3f} s clip"
+            )
             return rejected("partial_audio", Col.SOUND_AUDIO_GAP_S, gap, max_gap, detail, **columns)
         mean = columns[Col.SOUND_MEAN_DBFS]
         if mean < self.config.min_mean_dbfs:
-            return rejected("silent", metric=Col.SOUND_MEAN_DBFS, value=mean, threshold=self.config.min_mean_dbfs, **columns)
+            return rejected(
+                "silent", metric=Col.SOUND_MEAN_DBFS, value=mean, threshold=self.config.min_mean_dbfs, **columns
+            )
         return passed(**columns)

@@ -280,7 +280,9 @@ def build_backend(config: SpeechConfig) -> OmniVadAed | SileroVad | FunasrVad:
 def prepare_audio(audio: np.ndarray | None) -> np.ndarray:
     """Contiguous float32, zero-padded to ``MIN_MODEL_SAMPLES``; no audio is an error (see top)."""
     if audio is None or len(audio) == 0:
-        raise ValueError("the clip has no decoded audio: scene_cut's pack plan lacks audio, or the sound check did not run first")
+        raise ValueError(
+            "the clip has no decoded audio: scene_cut's pack plan lacks audio, or the sound check did not run first"
+        )
     audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
     if len(audio) < MIN_MODEL_SAMPLES:
         audio = np.pad(audio, (0, MIN_MODEL_SAMPLES - len(audio)))

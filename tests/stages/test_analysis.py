@@ -102,7 +102,7 @@ def test_packs_hold_what_each_need_declared(samples):
     assert first.frame_times_s["still"] == pytest.approx([0.48, 2.0, 3.48])
     assert len(first.audio) == pytest.approx(4 * AUDIO_RATE_HZ, abs=2) and first.audio.dtype == np.float32
     assert first.loudness.num_samples == pytest.approx(4 * 44100, abs=2)
-    assert first.loudness.start_s == pytest.approx(0.0, abs=1e-3) and first.loudness.end_s == pytest.approx(4.0, abs=1e-3)
+    assert (first.loudness.start_s, first.loudness.end_s) == pytest.approx((0.0, 4.0), abs=1e-3)
     # the three scenes are different test patterns: their stills differ
     a, b = pieces[0].pack.frames["still"][1].astype(float), pieces[1].pack.frames["still"][1].astype(float)
     assert np.abs(a - b).mean() > 10
