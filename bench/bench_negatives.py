@@ -3,9 +3,11 @@
 python bench/bench_negatives.py --input FOLDER [--real-media DIR] [--json FILE] [--repeats 1]
                                 [--preset demo]
 
-The spine runs in-process first (``bench_filters.spine_clips``, no Ray) to cut the clips. Then,
-on the clips it accepts, with the default ``AugmentConfig`` (frames at most 256 px, hpss,
-opencv_mog2, 2 donors), one clip after another:
+The spine runs in-process first (``bench_filters.spine_clips``, no Ray: ingest -> probe ->
+scene_cut -> clip_length -> sound -> cut, no quality filter) to encode the clips: every clip that
+passes the sound check is cut. Then, on the clips cut accepts (their rows without the transient
+analysis pack, as ``javis augment`` reads them from the outputs), with the default ``AugmentConfig``
+(frames at most 256 px, hpss, opencv_mog2, 2 donors), one clip after another:
 
 1. metadata: ``clip_metadata`` (pass 1 of augment): load_clip, separation, trajectory extraction,
    trajectory encoding; seconds per clip second;
@@ -67,6 +69,7 @@ import augment.media as media  # noqa: E402
 from augment.build import AugmentConfig, build_context, clip_metadata, clip_negatives, pick_donors, pool_for  # noqa: E402
 from augment.context import FAMILIES, ClipContext, MissingInput, OpSpec  # noqa: E402
 from augment.negatives import Drawn, apply_drawn, family_seed  # noqa: E402
+from pipeline.dag import shed_packs  # noqa: E402
 from schemas import Col, NegCol  # noqa: E402
 from stages.cut import measure_clip  # noqa: E402
 
@@ -196,7 +199,7 @@ def time_set(ctx: ClipContext, row: dict[str, Any], out: Path, config: AugmentCo
 
 
 def measure_once(clips: list[Any], out: Path, config: AugmentConfig) -> dict[str, Any]:
-    rows = {c.id: c.table.to_pylist()[0] for c in clips}
+    rows = {c.id: shed_packs(c.table, keep_pending=False).to_pylist()[0] for c in clips}  # as augment reads them
     run: dict[str, Any] = {"metadata": {}, "context": {}, "ops": {}, "set": {}}
     metas, clocks = {}, {name: Clock() for name in ("metadata", "context", "operations", "set")}
     with clocks["metadata"]:

@@ -1,4 +1,4 @@
-"""Benchmark the curation spine (ingest -> probe -> scene_cut -> clip_length -> cut -> sound).
+"""Benchmark the curation spine (ingest -> probe -> scene_cut -> clip_length -> sound -> cut).
 
 python bench/bench_spine.py --input FOLDER [--output DIR] [--json results.json]
                             [--preset demo] [--make-long-minutes 1 5]
@@ -7,15 +7,24 @@ Reports, for a folder of videos:
 
 1. floor: one plain ``ffmpeg -i X -f null -`` per input (video and audio decoded), and the
    seconds of video in the folder (``probe_media``);
-2. stages: every active stage (``pipeline.dag.active_stages``: with a preset that enables the
-   quality filters, such as ``demo``, that includes ``decode`` and the filters; ``demo-spine``
-   runs the spine alone) applied in-process, no Ray, source by source, exactly as a Ray task
-   would (``spec.build`` + ``apply_stage`` on one-source tables); throughput in seconds of
-   source video per wall second;
+2. stages: every active stage (``pipeline.dag.active_stages``, in DAG order) applied
+   in-process, no Ray, source by source (``spec.build`` + ``apply_stage`` on one-source
+   tables, as a Ray task applies a stage to its batch); throughput in seconds of source video
+   per wall second. With ``--preset demo-spine`` that is the spine alone: ingest -> probe ->
+   scene_cut (the one decode of each source: its scenes, and every candidate clip with its
+   analysis pack) -> clip_length -> sound (loudness read from the pack) -> cut (the encode,
+   last, on the clips that passed). A preset that enables the quality filters, such as
+   ``demo``, also runs them, on the packs, between sound and cut. Two differences from a Ray
+   run: scene_cut runs through ``process`` (a source's clips all at once, not streamed as its
+   scenes close), and every pack stays on its row until all stages ran (the pipeline drops a
+   row's pack when the row ends, and every pack after its last reader);
 3. e2e: ``pipeline.runner.run`` on a local Ray into a fresh output folder;
 4. peak memory of the driver and of its child processes for each phase;
 5. with ``--make-long-minutes``: one synthetic source per length (hard cut every 20 s), floor
    and stages on each, so a reader can see whether peak memory grows with a source's length.
+   In-process it grows with the number of clips wherever the packs hold frames (see 2: every
+   clip and its pack are held); the streaming scene_cut's own peak on long sources is
+   ``bench_run.py``'s ``memory`` phase.
 
 Every phase runs in a fresh child process (this script with a hidden ``--phase`` flag), so
 ``ru_maxrss`` and the peak-RSS counters belong to that phase alone. Memory is read from
@@ -39,7 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# One self-contained script (about 480 lines, over the house 400): it re-invokes itself for each
+# One self-contained script (about 510 lines, over the house 400): it re-invokes itself for each
 # phase and must run from a checkout without packaging; its sections (memory, media, phases,
 # report) are independent and each function stays short.
 
@@ -324,14 +333,13 @@ def run_specs(
 
 def phase_stages(folder: str, output_dir: str, config: Any) -> dict[str, Any]:
     """Every active stage over every source, stage by stage, in this process: no Ray, no parallelism."""
-    from pipeline.dag import active_stages, drop_transient
+    from pipeline.dag import active_stages, shed_packs
 
     seconds = durations_s(media_files(folder), config)
     tables = plan_tables(folder, config)
     specs = active_stages(config)
     stages = run_specs(tables, specs, config, output_dir, seconds)
-    if any(s.name == "decode" for s in specs):  # as the pipeline does after the last filter
-        tables = [drop_transient(t) for t in tables]
+    tables = [shed_packs(t, keep_pending=False) for t in tables]  # every stage ran: no pack is read again
     video_s, wall_s = sum(seconds.values()), sum(s["wall_s"] for s in stages)
     return {
         "video_s": video_s,
