@@ -66,16 +66,19 @@ class Staging:
 
 
 class StagingBuffer:
-    """Finished rows, staged as one part per ``max_rows`` rows or ``max_wait_s`` seconds.
+    """Finished rows, staged as one part per ``max_rows`` rows, ``max_bytes`` (clips embedded in
+    their rows are megabytes each) or ``max_wait_s`` seconds, whichever comes first.
 
     Clips leave the pipeline one at a time; a part per clip would make millions of files on a
     large crawl. A kill loses at most the buffered rows, and their sources are then incomplete
     in staging, so the next run redoes them."""
 
-    def __init__(self, staging: Staging, max_rows: int = 1000, max_wait_s: float = 2.0) -> None:
-        self.staging, self.max_rows, self.max_wait_s = staging, max_rows, max_wait_s
+    def __init__(
+        self, staging: Staging, max_rows: int = 1000, max_bytes: int = 64 << 20, max_wait_s: float = 2.0
+    ) -> None:
+        self.staging, self.max_rows, self.max_bytes, self.max_wait_s = staging, max_rows, max_bytes, max_wait_s
         self.tables: list[pa.Table] = []
-        self.num_rows = 0
+        self.num_rows = self.num_bytes = 0
         self.since = time.monotonic()
 
     def add(self, table: pa.Table) -> None:
@@ -83,13 +86,15 @@ class StagingBuffer:
             self.since = time.monotonic()
         self.tables.append(table)
         self.num_rows += table.num_rows
-        if self.num_rows >= self.max_rows or time.monotonic() - self.since >= self.max_wait_s:
+        self.num_bytes += table.nbytes
+        full = self.num_rows >= self.max_rows or self.num_bytes >= self.max_bytes
+        if full or time.monotonic() - self.since >= self.max_wait_s:
             self.flush()
 
     def flush(self) -> None:
         if self.tables:
             self.staging.write(pa.concat_tables([conform(t, WORK_SCHEMA) for t in self.tables]))
-        self.tables, self.num_rows = [], 0
+        self.tables, self.num_rows, self.num_bytes = [], 0, 0
 
 
 def current_rows(table: pa.Table) -> pa.Table:

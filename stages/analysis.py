@@ -55,11 +55,17 @@ from stages.decode import AUDIO_RATE_HZ, DecodedClip, FrameNeed, Loudness, scale
 
 log = logging.getLogger(__name__)
 
+# About 490 lines, over the house 400: the pass, its segmentation, its samplers and its audio
+# buffers share the open scene's state and read best together; each function stays short.
+
 DETECT_INTERPOLATION = "POINT"  # samples like PySceneDetect's resize (see the docstring)
 PACK_INTERPOLATION = "BILINEAR"  # PyAV's default: what the filters' thresholds were calibrated on
 SPLIT_AT = 1.5  # an open scene this many max_piece_s long loses its first max_piece_s
 MAX_BAD_PACKETS = 50  # consecutive undecodable packets of a stream before the source fails
-AUDIO_WAIT_S = 5.0  # a closed piece waits at most this far past its end for the audio decoder
+# A closed piece waits for the audio decoder to pass its end, at most this much video: streams
+# interleave within a second or two, while the audio of a source whose sound stops early never
+# comes (its pieces then hold at most this much more of stills and audio in memory)
+AUDIO_WAIT_S = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,9 +252,10 @@ def _rotate(frame: np.ndarray, rotation_deg: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(frame, turns)) if turns else frame
 
 
-def _still_to(array: np.ndarray, width: int, height: int, gray: bool) -> np.ndarray:
+def _still_to(array: np.ndarray, height: int, gray: bool) -> np.ndarray:
+    """A YUV 4:2:0 still as the need wants it: grey (the luma plane) or RGB (libswscale)."""
     if gray:
-        return array[:height].copy()  # the luma plane
+        return array[:height].copy()
     frame = av.VideoFrame.from_ndarray(array, format="yuv420p")
     return frame.to_ndarray(format="rgb24")
 
@@ -365,10 +372,10 @@ class SourceAnalysis:
                 while len(unconfirmed) > lag:
                     t_confirmed, pts = unconfirmed.pop(0)
                     waiting += self.segmenter.add(t_confirmed, pts in cuts)
-            yield from self._emit_ready(waiting, previous[0] if previous else -math.inf, final=False)
+            yield from self._emit_ready(waiting, previous[0] if previous else -math.inf)
         if previous is None:
             return
-        cuts.update(self._post_process(previous))
+        cuts.update(self._post_process(previous[1].pts - start_pts))
         for t_confirmed, pts in unconfirmed:
             waiting += self.segmenter.add(t_confirmed, pts in cuts)
         end_s = previous[0] + 1.0 / float(self.frame_rate)  # the last frame lasts one frame
@@ -377,7 +384,9 @@ class SourceAnalysis:
         waiting += self.segmenter.finish(end_s)
         self._flush_audio()
         self.num_scenes = self.segmenter.num_scenes
-        yield from self._emit_ready(waiting, math.inf, final=True)
+        if self.num_bad_packets:
+            log.warning("%s: skipped %d undecodable packets", self.path, self.num_bad_packets)
+        yield from self._emit_ready(waiting, math.inf)
 
     def _decoded(self, container: Any, streams: Sequence[Any]) -> Iterator[Any]:
         """Every frame of ``streams`` in demux order; undecodable packets are skipped (a run of
@@ -404,9 +413,8 @@ class SourceAnalysis:
         ).to_ndarray()  # fmt: skip
         return [cut.pts for cut in self.detector.process_frame(self.timecode(pts), small)]
 
-    def _post_process(self, previous: tuple[float, av.VideoFrame]) -> list[int]:
-        pts = round(Fraction(previous[0]) / self.time_base)
-        return [cut.pts for cut in self.detector.post_process(self.timecode(pts))]
+    def _post_process(self, last_pts: int) -> list[int]:
+        return [cut.pts for cut in self.detector.post_process(self.timecode(last_pts))]
 
     def _add_audio(self, frame: av.AudioFrame) -> None:
         # a frame without a timestamp follows the previous one
@@ -436,11 +444,12 @@ class SourceAnalysis:
                 self._add16(out)
         self.audio_done = True
 
-    def _emit_ready(self, waiting: list, video_t: float, final: bool) -> Iterator[Piece]:
+    def _emit_ready(self, waiting: list, video_t: float) -> Iterator[Piece]:
+        """Yield the closed pieces whose audio is decoded (or given up on, see AUDIO_WAIT_S)."""
         while waiting:
             scene, piece, start_s, end_s = waiting[0]
             end_abs = end_s + self.video_start_s
-            ready = final or self.audio_done or self.audio_until_s >= end_abs or video_t >= end_s + AUDIO_WAIT_S
+            ready = self.audio_done or self.audio_until_s >= end_abs or video_t >= end_s + AUDIO_WAIT_S
             if not ready:
                 return
             waiting.pop(0)
@@ -465,7 +474,7 @@ class SourceAnalysis:
             if need.positions and got_times:
                 picks = [_nearest(got_times, start_s + t) for t in need.times_s(duration)]
                 got_times = [got_times[i] for i in picks]
-                got = [_still_to(got[i], sampler.width, sampler.height, need.gray) for i in picks]
+                got = [_still_to(got[i], sampler.height, need.gray) for i in picks]
             got = [_rotate(a, self.rotation_deg) for a in got]
             frames[need.name] = np.stack(got) if got else np.zeros((0, 0, 0), np.uint8)
             times[need.name] = np.asarray(got_times, dtype=np.float64) - start_s

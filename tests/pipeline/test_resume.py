@@ -107,3 +107,24 @@ def test_a_source_whose_decode_breaks_midway_keeps_none_of_its_clips(samples, ra
             "accepted"
         ]
         assert not list((out / "media" / "clips" / broken[0][Col.ID]).glob("*"))  # its file was pruned
+
+
+def test_finished_rows_are_staged_in_parts_of_many_rows_but_never_held_long(tmp_path):
+    from pipeline.staging import StagingBuffer
+    from schemas import WORK_SCHEMA, conform
+
+    staging = Staging(tmp_path)
+    buffer = StagingBuffer(staging, max_rows=3, max_bytes=1 << 30, max_wait_s=3600)
+    rows = [conform([{Col.ID: f"c{i}", Col.KIND: "clip", Col.SOURCE_ID: "s", Col.STATE: "accepted"}], WORK_SCHEMA)
+            for i in range(7)]  # fmt: skip
+    for table in rows:
+        buffer.add(table)
+    assert len(list(staging.parts_dir.glob("part-*.parquet"))) == 2  # 3 + 3, one row still buffered
+    buffer.flush()
+    assert sorted(staging.load().column(Col.ID).to_pylist()) == [f"c{i}" for i in range(7)]
+    by_size = StagingBuffer(Staging(tmp_path / "b"), max_rows=1000, max_bytes=1, max_wait_s=3600)
+    by_size.add(rows[0])  # a row over the byte budget is staged at once (embedded clip bytes)
+    assert len(list(by_size.staging.parts_dir.glob("part-*.parquet"))) == 1
+    by_time = StagingBuffer(Staging(tmp_path / "t"), max_rows=1000, max_bytes=1 << 30, max_wait_s=0.0)
+    by_time.add(rows[0])
+    assert len(list(by_time.staging.parts_dir.glob("part-*.parquet"))) == 1
