@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import av
@@ -32,6 +31,7 @@ from augment.separation import SeparationConfig, separate_sources
 from augment.trajectories import TrajectoryConfig, decode_trajectory, encode_trajectory, extract_trajectories
 from schemas import Col, NegCol
 from stages.cut import measure_clip
+from stages.storage import Storage
 
 OPS = (*video_ops.OPS, *audio_ops.OPS)
 log = logging.getLogger(__name__)
@@ -62,15 +62,19 @@ class AugmentConfig:
             raise ValueError("augment.seed must be >= 0")
 
 
-def clip_media(row: dict[str, Any], out: Path) -> str | bytes:
-    return row[Col.MEDIA_BYTES] if row.get(Col.MEDIA_BYTES) is not None else str(out / row[Col.MEDIA_PATH])
+def clip_media(row: dict[str, Any], out: Storage) -> str | bytes:
+    """The clip's media: its embedded bytes, its file in a local output folder, or the bytes of
+    its object on object storage (a clip is small enough to read whole)."""
+    if row.get(Col.MEDIA_BYTES) is not None:
+        return row[Col.MEDIA_BYTES]
+    return out.local_path(row[Col.MEDIA_PATH]) if out.is_local else out.read_bytes(row[Col.MEDIA_PATH])
 
 
 def _intervals_json(intervals: Sequence[Interval]) -> str:
     return json.dumps([[round(i.start_s, 4), round(i.end_s, 4)] for i in intervals])
 
 
-def clip_metadata(row: dict[str, Any], out: Path, config: AugmentConfig) -> dict[str, Any]:
+def clip_metadata(row: dict[str, Any], out: Storage, config: AugmentConfig) -> dict[str, Any]:
     """Active sound intervals (JSON) and the clip's moving objects (encoded trajectories)."""
     frames, fps, audio, rate = load_clip(clip_media(row, out), config.max_side)
     _, active = separate_sources(audio, rate, config.separation)
@@ -100,7 +104,7 @@ def pool_for(clip_id: str, pool: Sequence[tuple[str, bytes]], config: AugmentCon
 
 
 def build_context(
-    row: dict[str, Any], out: Path, config: AugmentConfig, donors: Sequence[dict[str, Any]], pool: Sequence[bytes]
+    row: dict[str, Any], out: Storage, config: AugmentConfig, donors: Sequence[dict[str, Any]], pool: Sequence[bytes]
 ) -> ClipContext:
     frames, fps, audio, rate = load_clip(clip_media(row, out), config.max_side)
     sources, active = separate_sources(audio, rate, config.separation)
@@ -132,19 +136,15 @@ def build_context(
     )
 
 
-def _store(data: bytes, negative_id: str, clip_id: str, out: Path, config: AugmentConfig) -> dict[str, Any]:
+def _store(data: bytes, negative_id: str, clip_id: str, out: Storage, config: AugmentConfig) -> dict[str, Any]:
     if config.embed_media:
         return {NegCol.MEDIA_BYTES: data, NegCol.MEDIA_PATH: None}
-    rel = Path(config.negatives_dir) / "media" / clip_id / f"{negative_id}.mp4"
-    path = out / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)  # atomic: a killed run never leaves half a negative
-    return {NegCol.MEDIA_BYTES: None, NegCol.MEDIA_PATH: rel.as_posix()}
+    rel = f"{config.negatives_dir}/media/{clip_id}/{negative_id}.mp4"
+    out.write_bytes(rel, data)  # atomic: a killed run never leaves half a negative
+    return {NegCol.MEDIA_BYTES: None, NegCol.MEDIA_PATH: rel}
 
 
-def clip_negatives(ctx: ClipContext, row: dict[str, Any], out: Path, config: AugmentConfig) -> tuple[list[dict], dict]:
+def clip_negatives(ctx: ClipContext, row: dict[str, Any], out: Storage, config: AugmentConfig) -> tuple[list[dict], dict]:
     """(negative rows, {family: why skipped}) for one clip."""
     rows, skipped = [], {}
     for drawn in draw_negatives(ctx, OPS, config.seed, config.families):

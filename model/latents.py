@@ -42,9 +42,10 @@ import pyarrow.parquet as pq
 
 from model.encoders import Encoders, build_encoders, log_mel
 from model.spec import TINY, LatentSpec
-from pipeline.outputs import read_shards, write_json
+from pipeline.outputs import read_shards
 from schemas import Col, NegCol
 from schemas.latents import LATENT_FAILURE_SCHEMA, LATENTS_SCHEMA, LatCol, LatentKind, pack_tensor
+from stages.storage import Storage, is_uri
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +327,11 @@ def precompute_latents(
     PAPER_BUCKETS. ``num_gpus`` per encoder actor, ``num_workers`` actors."""
     import ray
 
+    if is_uri(str(data_dir)) or (output_dir is not None and is_uri(str(output_dir))):
+        raise ValueError(
+            f"javis latents reads and writes local folders; {data_dir} is on object storage: copy the run down "
+            "first (e.g. `aws s3 sync s3://bucket/run run`), then `javis latents run`"
+        )
     data_dir = Path(data_dir).resolve()
     output_dir = Path(output_dir).resolve() if output_dir else data_dir / LATENTS_DIR
     buckets = buckets or (TINY_BUCKETS if spec == TINY else PAPER_BUCKETS)
@@ -387,5 +393,5 @@ def _finish(output_dir: Path, identity: dict[str, Any], items: list[dict], pre_f
     }
     if summary["inputs"] != skipped + encoded + len(failed):  # every input ends in exactly one state
         raise AssertionError(f"latents accounting broken: {summary}")
-    write_json(output_dir / MANIFEST, summary)
+    Storage(output_dir).write_json(MANIFEST, summary)
     return summary

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from pipeline.dag import STAGES
 from pipeline.funnel import compute_funnel
-from pipeline.outputs import MANIFEST, read_augment_ledger, read_ledger
+from pipeline.outputs import MANIFEST, as_storage, read_augment_ledger, read_ledger
 from schemas import Col, Kind, NegCol, State, metric_columns
 
 
@@ -53,9 +53,9 @@ def item(row: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
 
 def _stages_of(out: str | Path) -> list[tuple[str, str]]:
     """The stages the run had, in order (from its manifest; every known stage without one)."""
-    manifest = Path(out) / MANIFEST
-    if manifest.exists():
-        return [(f["stage"], f["unit"]) for f in json.loads(manifest.read_text())["funnel"]]
+    storage = as_storage(out)
+    if storage.exists(MANIFEST):
+        return [(f["stage"], f["unit"]) for f in storage.read_json(MANIFEST)["funnel"]]
     return [(s.name, s.unit) for s in STAGES]
 
 
@@ -78,10 +78,10 @@ def audit_json(out: str | Path, with_items: bool = False, only_id: str | None = 
 
 def _augment_funnel(out: str | Path) -> list[dict[str, Any]]:
     """The ``javis augment`` stage, when it has run: accepted clips in, negatives built or failed."""
-    manifest = Path(out) / "negatives" / "manifest.json"
-    if not manifest.exists():
+    storage = as_storage(out)
+    if not storage.exists("negatives/manifest.json"):
         return []
-    entry = json.loads(manifest.read_text())["funnel"]
+    entry = storage.read_json("negatives/manifest.json")["funnel"]
     failures = read_augment_ledger(out)
     entry["reasons"] = {}
     if failures is not None:

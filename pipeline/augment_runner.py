@@ -25,8 +25,9 @@ import pyarrow as pa
 
 from augment.build import AugmentConfig, build_context, clip_metadata, clip_negatives, pick_donors, pool_for
 from pipeline.config import RayConfig
-from pipeline.outputs import read_shards, write_json, write_table
+from pipeline.outputs import read_shards, write_table
 from schemas import AUGMENT_LEDGER_SCHEMA, NEGATIVE_SCHEMA, Col, NegCol, State, conform
+from stages.storage import Storage
 
 LEDGER, METADATA, MANIFEST = "ledger.parquet", "metadata.parquet", "manifest.json"
 _MAX_ERROR_CHARS = 2000
@@ -44,7 +45,7 @@ def metadata_batch(batch: pa.Table, out: str, config: AugmentConfig) -> pa.Table
     rows = []
     for row in batch.to_pylist():
         try:
-            rows.append({**clip_metadata(row, Path(out), config), NegCol.ERROR_TYPE: None, NegCol.ERROR_MESSAGE: None})
+            rows.append({**clip_metadata(row, Storage(out), config), NegCol.ERROR_TYPE: None, NegCol.ERROR_MESSAGE: None})
         except Exception as e:  # the row boundary: recorded as failed, the run goes on
             traceback.print_exc()
             rows.append({"clip_id": row[Col.ID], "active_json": None, "trajectories": [], **_error(e)})
@@ -66,8 +67,8 @@ def negatives_batch(
         record = {NegCol.CLIP_ID: row[Col.ID], NegCol.SOURCE_ID: row[Col.SOURCE_ID]}
         try:
             donors = [{Col.ID: d, **media[d]} for d in pick_donors(row[Col.ID], sorted(media), config)]
-            ctx = build_context(row, Path(out), config, donors, pool_for(row[Col.ID], pool, config))
-            negatives, skipped = clip_negatives(ctx, row, Path(out), config)
+            ctx = build_context(row, Storage(out), config, donors, pool_for(row[Col.ID], pool, config))
+            negatives, skipped = clip_negatives(ctx, row, Storage(out), config)
             record.update({NegCol.STATE: State.ACCEPTED, NegCol.NUM_NEGATIVES: len(negatives),
                            NegCol.SKIPPED_JSON: json.dumps(skipped, sort_keys=True),
                            "negatives": _ipc(conform(negatives, NEGATIVE_SCHEMA))})  # fmt: skip
@@ -96,7 +97,7 @@ def run_augment(out: str | os.PathLike, config: AugmentConfig, ray_config: RayCo
 
     from pipeline.runner import library_versions, start_ray
 
-    out = Path(out).resolve()
+    out = Storage(out)
     clips = read_shards(out).sort_by(Col.ID)
     if clips.num_rows == 0:
         raise ValueError(f"{out} has no accepted clips (shards/): run `javis run` first")
@@ -105,7 +106,7 @@ def run_augment(out: str | os.PathLike, config: AugmentConfig, ray_config: RayCo
         blocks = [clips.slice(i, 1) for i in range(clips.num_rows)]
         meta = pa.concat_tables(
             list(
-                _map(ray.data.from_arrow(blocks), metadata_batch, out=str(out), config=config).iter_batches(
+                _map(ray.data.from_arrow(blocks), metadata_batch, out=out.root, config=config).iter_batches(
                     batch_format="pyarrow", batch_size=None
                 )
             )
@@ -119,7 +120,7 @@ def run_augment(out: str | os.PathLike, config: AugmentConfig, ray_config: RayCo
             ds = _map(
                 ray.data.from_arrow(todo),
                 negatives_batch,
-                out=str(out),
+                out=out.root,
                 config=config,
                 media={k: v for k, v in _media_refs(clips).items() if k not in failed_meta},  # readable donors
                 pool=pool,
@@ -131,9 +132,9 @@ def run_augment(out: str | os.PathLike, config: AugmentConfig, ray_config: RayCo
     return _write_outputs(out, config, clips, meta, failed_meta, results, library_versions())
 
 
-def _write_outputs(out: Path, config: AugmentConfig, clips: pa.Table, meta: pa.Table, failed_meta: dict,
+def _write_outputs(out: Storage, config: AugmentConfig, clips: pa.Table, meta: pa.Table, failed_meta: dict,
                    results: list[dict], versions: dict) -> dict[str, Any]:  # fmt: skip
-    folder = out / config.negatives_dir
+    folder = config.negatives_dir
     tables = [pa.ipc.open_stream(r.pop("negatives")).read_all() for r in results if r.get("negatives")]
     negatives = pa.concat_tables(tables) if tables else NEGATIVE_SCHEMA.empty_table()
     negatives = negatives.sort_by([(NegCol.CLIP_ID, "ascending"), (NegCol.FAMILY, "ascending")])
@@ -143,13 +144,13 @@ def _write_outputs(out: Path, config: AugmentConfig, clips: pa.Table, meta: pa.T
                      NegCol.ERROR_TYPE: r[NegCol.ERROR_TYPE], NegCol.ERROR_MESSAGE: r[NegCol.ERROR_MESSAGE]}
                     for c, r in failed_meta.items()]  # fmt: skip
     ledger = conform(sorted(ledger_rows, key=lambda r: r[NegCol.CLIP_ID]), AUGMENT_LEDGER_SCHEMA)
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("shard-*.parquet"):
-        old.unlink()
-    files = [write_table(negatives, folder / "shard-00000.parquet")]
-    write_table(ledger, folder / LEDGER)
-    write_table(meta.sort_by("clip_id"), folder / METADATA)
-    _prune(folder / "media", set(negatives.column(NegCol.MEDIA_PATH).to_pylist()), out)
+    for old in out.list_files(folder, recursive=False):
+        if old.rsplit("/", 1)[-1].startswith("shard-"):
+            out.delete(old)
+    files = [write_table(out, negatives, f"{folder}/shard-00000.parquet")]
+    write_table(out, ledger, f"{folder}/{LEDGER}")
+    write_table(out, meta.sort_by("clip_id"), f"{folder}/{METADATA}")
+    _prune(out, f"{folder}/media", set(negatives.column(NegCol.MEDIA_PATH).to_pylist()))
     states = Counter(ledger.column(NegCol.STATE).to_pylist())
     manifest = {
         "config": dataclasses.asdict(config),
@@ -177,18 +178,16 @@ def _write_outputs(out: Path, config: AugmentConfig, clips: pa.Table, meta: pa.T
         "easy_negatives": "disabled: no text-to-audio backend configured",
         "files": files,
     }
-    write_json(folder / MANIFEST, manifest)
+    out.write_json(f"{folder}/{MANIFEST}", manifest)
     return manifest
 
 
-def _prune(media_dir: Path, keep: set[str | None], out: Path) -> None:
+def _prune(out: Storage, media_dir: str, keep: set[str | None]) -> None:
     """Remove negative files no row points at (left by an earlier run with other settings)."""
-    if not media_dir.is_dir():
-        return
-    keep_paths = {(out / k).resolve() for k in keep if k}
-    for path in media_dir.rglob("*"):
-        if path.is_file() and path.resolve() not in keep_paths:
-            path.unlink()
-    for folder in sorted((p for p in media_dir.rglob("*") if p.is_dir()), reverse=True):
-        if not any(folder.iterdir()):
-            shutil.rmtree(folder)
+    for rel in out.list_files(media_dir):
+        if rel not in keep:
+            out.delete(rel)
+    if out.is_local:  # empty clip folders
+        for folder in sorted((p for p in Path(out.local_path(media_dir)).rglob("*") if p.is_dir()), reverse=True):
+            if not any(folder.iterdir()):
+                shutil.rmtree(folder)

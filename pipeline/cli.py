@@ -24,6 +24,29 @@ import click
 
 from pipeline import __version__
 from pipeline.config import PRESETS, load_config
+from stages.storage import Storage
+
+
+class _Location(click.ParamType):
+    """An output location: a local folder, or an object-storage URI (``s3://bucket/prefix``).
+    ``exists``: a local folder must exist (object storage is checked when it is read)."""
+
+    name = "PATH|URI"
+
+    def __init__(self, exists: bool = False) -> None:
+        self.exists = exists
+
+    def convert(self, value, param, ctx):  # noqa: ANN001 (click's signature)
+        from stages.storage import is_uri
+
+        text = str(value)
+        if is_uri(text):
+            return text
+        return click.Path(exists=self.exists, file_okay=False).convert(text, param, ctx)
+
+
+OUTPUT = _Location()
+EXISTING_OUTPUT = _Location(exists=True)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -90,7 +113,8 @@ def _curate(inputs, output, config, quiet) -> None:
 @click.option("--input", "-i", "inputs", multiple=True, required=True, metavar="INPUT",
               help="A media file, folder or glob; a .txt/.csv list of URLs; an http(s) URL; or a "
                    "yt-dlp search like 'ytsearch10:dog barking'. Repeatable.")  # fmt: skip
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--output", "-o", required=True, type=OUTPUT,
+              help="Output folder, or an object-storage URI such as s3://bucket/prefix.")  # fmt: skip
 @_config_options
 def run(inputs, output, preset, config_path, overrides, address, num_cpus, quiet, verbose) -> None:
     """Curate INPUTs into sharded Parquet. Rerun the same command to resume."""
@@ -120,7 +144,7 @@ def demo(output, preset, config_path, overrides, address, num_cpus, quiet, verbo
 
 
 @main.command()
-@click.option("--output", "-o", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--output", "-o", required=True, type=OUTPUT, help="Output folder or object-storage URI.")
 @click.option("--keywords-only", is_flag=True, help="Write the keyword plan (keywords.json) and stop.")
 @_config_options
 def crawl(output, keywords_only, preset, config_path, overrides, address, num_cpus, quiet, verbose) -> None:
@@ -145,7 +169,7 @@ def crawl(output, keywords_only, preset, config_path, overrides, address, num_cp
 
 
 @main.command()
-@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.argument("output", type=EXISTING_OUTPUT)
 @click.option("--seed", type=int, default=0, show_default=True, help="Run seed: same seed, byte-identical negatives.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override an augment setting, e.g. --set max_side=320 or --set separation.backend=nmf.")  # fmt: skip
@@ -171,11 +195,11 @@ def augment(output, seed, overrides, address, num_cpus, verbose) -> None:
     click.echo(f"augment: {f['in']} clips, {f['passed']} done, {f['failed']} failed; {manifest['negatives']} negatives")
     for name, count in sorted(manifest["by_operation"].items()):
         click.echo(f"  {name:<40} {count}")
-    click.echo(f"outputs in {Path(output).resolve() / config.negatives_dir}")
+    click.echo(f"outputs in {Storage(output).location(config.negatives_dir)}")
 
 
 @main.command()
-@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.argument("output", type=EXISTING_OUTPUT)
 @click.option("--set", "overrides", multiple=True, required=True, metavar="SECTION.KEY=VALUE",
               help="A new threshold, e.g. --set motion.min_flow=0.05. Repeatable.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Print the new funnel without writing anything.")
@@ -194,7 +218,7 @@ def refilter(output, overrides, dry_run) -> None:
 
 
 @main.command()
-@click.argument("output", type=click.Path(exists=True, file_okay=False))
+@click.argument("output", type=EXISTING_OUTPUT)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (stable contract).")
 @click.option("--items", is_flag=True, help="With --json: one entry per source and clip.")
 @click.option("--clip", "clip_id", default=None, help="Explain one clip.")

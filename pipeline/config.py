@@ -73,6 +73,12 @@ class RayConfig:
     num_cpus: int | None = None  # local Ray only (None: all cores)
     object_store_mb: int | None = 1024  # local Ray only; Ray's default reserves 30 % of RAM
     progress_bars: bool = True  # Ray Data's per-operator bars
+    # node-local folder for work files (downloads in progress, encodes before upload, sources
+    # fetched from object storage); None: $JAVIS_SCRATCH_DIR, else the system temp dir
+    scratch_dir: str | None = None
+    # joining a cluster: send javis' own packages with the job, so nodes started elsewhere run
+    # the driver's code (its dependencies must be installed on every node)
+    ship_code: bool = True
 
     def __post_init__(self) -> None:
         if self.num_cpus is not None and self.num_cpus < 1:

@@ -19,12 +19,11 @@ import hashlib
 import json
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from pipeline.config import Config
-from pipeline.outputs import write_json
 from stages.keywords import generate_keywords, plan_queries
+from stages.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +58,11 @@ def plan_crawl(output_dir: str | os.PathLike, config: Config, backend: Any = Non
     if not config.keywords.enabled:
         raise ValueError("keywords.enabled is false: the crawl needs a text model (set keywords.enabled=true "
                          "and keywords.llm.model_path, or keywords.llm.backend=openai with an endpoint)")  # fmt: skip
-    out = Path(output_dir)
-    path = out / KEYWORDS_JSON
+    out = Storage(output_dir)
+    path = out.location(KEYWORDS_JSON)
     settings = _settings_hash(config)
-    if path.is_file():
-        saved = json.loads(path.read_text())
+    if out.exists(KEYWORDS_JSON):
+        saved = out.read_json(KEYWORDS_JSON)
         if saved.get("settings_hash") == settings:
             cats = saved["categories"]
             keywords = {c: v["keywords"] for c, v in cats.items() if v["keywords"]}
@@ -78,9 +77,8 @@ def plan_crawl(output_dir: str | os.PathLike, config: Config, backend: Any = Non
         backend = build_backend(config.keywords.llm, "text", where="keywords.llm")
     keywords, problems = generate_keywords(backend, config.keywords)
     queries = plan_queries(keywords, config.keywords.quota_per_category)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(
-        path,
+    out.write_json(
+        KEYWORDS_JSON,
         {
             "settings_hash": settings,
             "prompt": load_prompt("keywords").id,

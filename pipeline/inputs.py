@@ -6,7 +6,11 @@ An input is one of:
 * a ``.txt`` / ``.csv`` / ``.tsv`` list: one URL (or local path) per line, or a ``url`` column;
 * an ``http(s)://`` URL;
 * a yt-dlp search query such as ``ytsearch5:dog barking`` (expanded into URLs here, on the
-  driver, so every result gets its own source id before any work starts).
+  driver, so every result gets its own source id before any work starts);
+* an object-storage URI (``s3://bucket/videos/``, ``gs://...``): the media objects under it.
+  They are read in place: each node that works on one fetches it into its scratch directory.
+  Their id comes from the URI, size and modification time (hashing every object's content at
+  planning time would read the whole bucket).
 
 Every input lands in the plan, even a bad one: a path that does not exist becomes a source
 that ingest rejects as ``missing_file``; a search that fails becomes a ``failed`` source.
@@ -25,10 +29,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from pipeline import ids
 from schemas import Col, State
 from stages.base import mark_failed, source_row
 from stages.ingest import IngestConfig
+from stages.storage import is_uri, list_location, location_info
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +57,17 @@ def is_url(text: str) -> bool:
 
 
 class FileIdCache:
-    """Remembers content hashes by (path, size, mtime) so reruns do not re-read every file."""
+    """Remembers content hashes by (path, size, mtime) so reruns do not re-read every file;
+    kept as JSON in the output location (``storage``, ``rel``), or nowhere without one."""
 
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
+    def __init__(self, storage: Any = None, rel: str = "") -> None:
+        self.storage, self.rel = storage, rel
         self.entries: dict[str, list[Any]] = {}
-        if path is not None and path.exists():
+        if storage is not None and storage.exists(rel):
             try:
-                self.entries = json.loads(path.read_text())
+                self.entries = storage.read_json(rel)
             except (OSError, ValueError):
-                log.warning("ignoring unreadable file-id cache %s", path)
+                log.warning("ignoring unreadable file-id cache %s", storage.location(rel))
 
     def sha256(self, file: str) -> str:
         st = os.stat(file)
@@ -72,12 +80,8 @@ class FileIdCache:
         return digest
 
     def save(self) -> None:
-        if self.path is None:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.entries))
-        os.replace(tmp, self.path)
+        if self.storage is not None:
+            self.storage.write_bytes(self.rel, json.dumps(self.entries).encode())
 
 
 def _list_entries(path: str) -> list[str]:
@@ -127,6 +131,15 @@ def _iter_leaf_inputs(values: Iterable[str], open_lists: frozenset[str] = frozen
                 raise ValueError(f"input list {value!r} includes itself")
             entries = _list_entries(value)
             yield from _iter_leaf_inputs(entries, open_lists | {key}) if entries else [_Leaf(value, empty=True)]
+        elif is_uri(value):
+            objects = list_location(value, MEDIA_EXTENSIONS)
+            if not objects and location_info(value).type == pafs.FileType.File:
+                yield _Leaf(value)  # one object, whatever its name: probe decides
+            elif not objects:
+                log.warning("input %r matched no media objects", value)
+                yield _Leaf(value, empty=True)
+            else:
+                yield from (_Leaf(o) for o in objects)
         else:
             local = _expand_local(value)
             if local is None:
@@ -171,6 +184,10 @@ def _leaf_rows(leaf: _Leaf, config: IngestConfig, cache: FileIdCache) -> list[di
         except ValueError:
             sid = ids.source_id_for_text("bad_url", text)
         return [source_row(id=sid, input=text, src_url=text)]
+    if is_uri(text):
+        info = location_info(text)
+        version = f"{text}:{info.size}:{info.mtime_ns}" if info.type == pafs.FileType.File else text
+        return [source_row(id=ids.source_id_for_text("object", version), input=text, src_path=text)]
     path = os.path.abspath(text)
     if os.path.isfile(text):
         return [source_row(id=ids.source_id_for_content(cache.sha256(text)), input=text, src_path=path)]

@@ -1,4 +1,4 @@
-"""Write a run's outputs from its ledger rows, each directory replaced atomically:
+"""Write a run's outputs from its ledger rows, into a local folder or object storage:
 
 ``sources/``            one row per source (SOURCE_SCHEMA)
 ``shards/``             accepted clips, sharded by size, zstd (CLIP_SCHEMA)
@@ -8,41 +8,63 @@
 
 Outputs are rebuilt from the staged rows on every run and sorted by id, so the same inputs
 and config always give the same files, and a rerun can never add duplicates.
+
+Each directory is replaced atomically. In a local folder it is built under a temporary name and
+swapped in. Object storage has no rename, and a committed object is never overwritten (a
+reader may be reading it): each run writes its files under a *generation* in their names
+(``shards/shard-<generation>-00000.parquet``), the manifest written last names them, and only
+then are the older generations deleted. Readers here follow the manifest's generation, so a
+run killed before its manifest leaves the previous outputs readable.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
+import datetime as dt
+import re
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from schemas import CLIP_SCHEMA, LEDGER_SCHEMA, REJECTION_SCHEMA, SOURCE_SCHEMA, Col, Kind, State, conform
+from stages.storage import Storage
 
 SOURCES_DIR, SHARDS_DIR, REJECTIONS_DIR, LEDGER_DIR = "sources", "shards", "rejections", "ledger"
 MANIFEST, CONFIG_JSON = "manifest.json", "config.json"
+OUTPUT_DIRS = (SOURCES_DIR, SHARDS_DIR, REJECTIONS_DIR, LEDGER_DIR)
+_GENERATION = re.compile(r"-(\d{8}T\d{6}-[0-9a-f]{6})(?=[-.])")
 
 
-def _replace_dir(final: Path, fill: Callable[[Path], None]) -> None:
-    """Build a directory under a temporary name, then swap it in."""
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.mkdir(parents=True)
+def as_storage(out: str | Any) -> Storage:
+    return out if isinstance(out, Storage) else Storage(out)
+
+
+def new_generation() -> str:
+    """A sortable, unique tag for one run's output files on object storage."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def _named(stem: str, generation: str | None) -> str:
+    return f"{stem}.parquet" if generation is None else f"{stem}-{generation}.parquet"
+
+
+def _replace_dir(storage: Storage, name: str, generation: str | None, fill: Callable[[str], None]) -> None:
+    """Write one output directory: ``fill(prefix)`` writes its files under ``prefix``. Locally
+    the directory is built under a temporary name and swapped in; on object storage the files
+    go in place, under the run's generation (older ones are removed by :func:`drop_generations`)."""
+    if generation is not None:
+        fill(name)
+        return
+    tmp = f".{name}.{uuid.uuid4().hex[:8]}.tmp"
+    storage.fs.create_dir(storage.path(tmp))  # a directory with no file (no rejections) exists too
     fill(tmp)
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
+    storage.delete_dir(f".{name}.old")
+    if storage.fs.get_file_info(storage.path(name)).type.name != "NotFound":
+        storage.fs.move(storage.path(name), storage.path(f".{name}.old"))
+    storage.fs.move(storage.path(tmp), storage.path(name))
+    storage.delete_dir(f".{name}.old")
 
 
 def _writer_kwargs(compression: str, level: int | None) -> dict[str, Any]:
@@ -51,9 +73,12 @@ def _writer_kwargs(compression: str, level: int | None) -> dict[str, Any]:
     return {"compression": compression, "compression_level": level if compression == "zstd" else None}
 
 
-def write_table(table: pa.Table, path: Path, compression: str = "zstd", level: int | None = 3) -> dict[str, Any]:
-    pq.write_table(table, path, **_writer_kwargs(compression, level))
-    return {"path": path.name, "rows": table.num_rows, "bytes": path.stat().st_size}
+def write_table(
+    storage: Storage, table: pa.Table, rel: str, compression: str = "zstd", level: int | None = 3
+) -> dict[str, Any]:
+    """Write ``table`` at ``rel`` under the storage root; its manifest entry."""
+    size = storage.write_parquet(table, rel, **_writer_kwargs(compression, level))
+    return {"path": rel.rsplit("/", 1)[-1], "rows": table.num_rows, "bytes": size}
 
 
 def _shard_slices(table: pa.Table, target_bytes: float, max_rows: int) -> list[tuple[int, int]]:
@@ -70,19 +95,23 @@ def _shard_slices(table: pa.Table, target_bytes: float, max_rows: int) -> list[t
     return slices
 
 
-def write_outputs(out: Path, ledger_rows: pa.Table, output_config: Any) -> dict[str, Any]:
-    """Write sources, shards, rejections and ledger; return a description for the manifest."""
+def write_outputs(out: Storage | str, ledger_rows: pa.Table, output_config: Any) -> dict[str, Any]:
+    """Write sources, shards, rejections and ledger; return a description for the manifest
+    (with the ``generation`` its files carry on object storage)."""
+    storage = as_storage(out)
+    generation = None if storage.is_local else new_generation()
     rows = ledger_rows.sort_by([(Col.ID, "ascending")])
     comp, level = output_config.compression, output_config.compression_level
-    files: dict[str, Any] = {}
+    files: dict[str, Any] = {} if generation is None else {"generation": generation}
     is_source = pc.equal(rows.column(Col.KIND), Kind.SOURCE)
 
-    def sources(tmp: Path) -> None:
-        files["sources"] = [
-            write_table(conform(rows.filter(is_source), SOURCE_SCHEMA), tmp / "sources.parquet", comp, level)
-        ]
+    def put(table: pa.Table, prefix: str, stem: str) -> dict[str, Any]:
+        return write_table(storage, table, f"{prefix}/{_named(stem, generation)}", comp, level)
 
-    def shards(tmp: Path) -> None:
+    def sources(prefix: str) -> None:
+        files["sources"] = [put(conform(rows.filter(is_source), SOURCE_SCHEMA), prefix, "sources")]
+
+    def shards(prefix: str) -> None:
         accepted = rows.filter(
             pc.and_(pc.equal(rows.column(Col.KIND), Kind.CLIP), pc.equal(rows.column(Col.STATE), State.ACCEPTED))
         )
@@ -90,75 +119,107 @@ def write_outputs(out: Path, ledger_rows: pa.Table, output_config: Any) -> dict[
             accepted.sort_by([(Col.SOURCE_ID, "ascending"), (Col.CLIP_START_S, "ascending")]), CLIP_SCHEMA
         )
         target = output_config.shard_target_mb * 2**20
+        slices = _shard_slices(accepted, target, output_config.shard_max_rows)
+        stem = "shard" if generation is None else f"shard-{generation}"
         files["shards"] = [
-            write_table(accepted.slice(a, b - a), tmp / f"shard-{n:05d}.parquet", comp, level)
-            for n, (a, b) in enumerate(_shard_slices(accepted, target, output_config.shard_max_rows))
+            write_table(storage, accepted.slice(a, b - a), f"{prefix}/{stem}-{n:05d}.parquet", comp, level)
+            for n, (a, b) in enumerate(slices)
         ]
 
-    def rejections(tmp: Path) -> None:
+    def rejections(prefix: str) -> None:
         rejected = rows.filter(pc.equal(rows.column(Col.STATE), State.REJECTED))
         files["rejections"] = {}
         for stage in sorted(set(rejected.column(Col.STAGE).to_pylist())):
             part = rejected.filter(pc.equal(rejected.column(Col.STAGE), stage))
-            (tmp / stage).mkdir()
-            info = write_table(conform(part, REJECTION_SCHEMA), tmp / stage / "rejections.parquet", comp, level)
-            files["rejections"][stage] = info
+            files["rejections"][stage] = put(conform(part, REJECTION_SCHEMA), f"{prefix}/{stage}", "rejections")
 
-    def ledger(tmp: Path) -> None:
-        files["ledger"] = [write_table(conform(rows, LEDGER_SCHEMA), tmp / "ledger.parquet", comp, level)]
+    def ledger(prefix: str) -> None:
+        files["ledger"] = [put(conform(rows, LEDGER_SCHEMA), prefix, "ledger")]
 
-    for name, fill in (
-        (SOURCES_DIR, sources),
-        (SHARDS_DIR, shards),
-        (REJECTIONS_DIR, rejections),
-        (LEDGER_DIR, ledger),
-    ):
-        _replace_dir(out / name, fill)
+    for name, fill in ((SOURCES_DIR, sources), (SHARDS_DIR, shards), (REJECTIONS_DIR, rejections), (LEDGER_DIR, ledger)):
+        _replace_dir(storage, name, generation, fill)
     return files
 
 
-def prune_media(out: Path, rows: pa.Table, clips_dir: str, keep_rejected: bool) -> int:
+def _generation_of(rel: str) -> str | None:
+    match = _GENERATION.search(rel.rsplit("/", 1)[-1])
+    return match.group(1) if match else None
+
+
+def drop_generations(out: Storage | str, keep: str | None) -> int:
+    """After the manifest names generation ``keep``: delete every other generation's output
+    files (object storage only; a local folder was swapped). Returns how many went."""
+    storage = as_storage(out)
+    if keep is None:
+        return 0
+    stale = [f for d in OUTPUT_DIRS for f in storage.list_files(d) if _generation_of(f) not in (None, keep)]
+    for rel in stale:
+        storage.delete(rel)
+    return len(stale)
+
+
+def output_files(out: Storage | str, directory: str) -> list[str]:
+    """The committed files of one output directory: on object storage, those of the generation
+    the manifest names (an interrupted run may have left a newer one beside it)."""
+    storage = as_storage(out)
+    found = [f for f in storage.list_files(directory) if f.endswith(".parquet")]
+    generations = {_generation_of(f) for f in found} - {None}
+    if not generations:
+        return found
+    committed = None
+    if storage.exists(MANIFEST):
+        committed = storage.read_json(MANIFEST).get("files", {}).get("generation")
+    keep = committed if committed in generations else max(generations)
+    return [f for f in found if _generation_of(f) == keep]
+
+
+def prune_media(out: Storage | str, rows: pa.Table, clips_dir: str, keep_rejected: bool) -> int:
     """Delete clip files no accepted row points at (rejected clips unless kept, and the
     ``.part`` files a killed run left behind). Returns the number of files removed."""
-    root = out / clips_dir
-    if not root.is_dir():
-        return 0
+    storage = as_storage(out)
     keep = set()
     for kind, state, path in zip(
         rows.column(Col.KIND).to_pylist(), rows.column(Col.STATE).to_pylist(), rows.column(Col.MEDIA_PATH).to_pylist()
     ):
         if kind == Kind.CLIP and path and (state == State.ACCEPTED or keep_rejected):
-            keep.add((out / path).resolve())
+            keep.add(path)
     removed = 0
-    for path in root.rglob("*"):
-        if path.is_file() and path.resolve() not in keep:
-            path.unlink()
+    for rel in storage.list_files(clips_dir):
+        if rel not in keep:
+            storage.delete(rel)
             removed += 1
     return removed
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    os.replace(tmp, path)
+def write_json(out: Storage | str, rel: str, data: dict[str, Any]) -> None:
+    as_storage(out).write_json(rel, data)
 
 
-def read_ledger(out: str | os.PathLike) -> pa.Table:
-    path = Path(out) / LEDGER_DIR / "ledger.parquet"
-    if not path.exists():
+def read_json(out: Storage | str, rel: str) -> Any:
+    return as_storage(out).read_json(rel)
+
+
+def _read_dir(storage: Storage, directory: str, empty: pa.Schema | None = None) -> pa.Table | None:
+    files = output_files(storage, directory)
+    if not files:
+        return None if empty is None else empty.empty_table()
+    return pa.concat_tables([storage.read_parquet(f) for f in files])
+
+
+def read_ledger(out: Storage | str) -> pa.Table:
+    ledger = _read_dir(as_storage(out), LEDGER_DIR)
+    if ledger is None:
         raise FileNotFoundError(f"{out} has no ledger: is it the output folder of a finished javis run?")
-    return pq.read_table(path)
+    return ledger
 
 
-def read_shards(out: str | os.PathLike) -> pa.Table:
+def read_shards(out: Storage | str) -> pa.Table:
     """All accepted clips of a run (reads every shard)."""
-    paths = sorted((Path(out) / SHARDS_DIR).glob("shard-*.parquet"))
-    if not paths:
-        return CLIP_SCHEMA.empty_table()
-    return pa.concat_tables([pq.read_table(p) for p in paths])
+    return _read_dir(as_storage(out), SHARDS_DIR, CLIP_SCHEMA)
 
 
-def read_augment_ledger(out: str | os.PathLike, negatives_dir: str = "negatives") -> pa.Table | None:
+def read_augment_ledger(out: Storage | str, negatives_dir: str = "negatives") -> pa.Table | None:
     """The per-clip ledger of ``javis augment`` (None when it has not run)."""
-    path = Path(out) / negatives_dir / "ledger.parquet"
-    return pq.read_table(path) if path.exists() else None
+    storage = as_storage(out)
+    rel = f"{negatives_dir}/ledger.parquet"
+    return storage.read_parquet(rel) if storage.exists(rel) else None

@@ -14,10 +14,8 @@ acceptable but whose media file was already pruned.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -26,11 +24,11 @@ import pyarrow.compute as pc
 from pipeline.config import Config, config_from_dict, load_config_over
 from pipeline.dag import StageSpec, active_stages, apply_balance, funnel_stages
 from pipeline.funnel import FunnelRow, check_invariant, compute_funnel
-from pipeline.outputs import CONFIG_JSON, MANIFEST, read_ledger, write_json, write_outputs
-from pipeline.runner import WORK_DIR
+from pipeline.outputs import CONFIG_JSON, MANIFEST, drop_generations, read_ledger, write_outputs
 from pipeline.staging import Staging
 from schemas import WORK_SCHEMA, Col, Kind, State, conform
 from stages.base import now_utc
+from stages.storage import Storage
 
 NEEDS_RESCORE = "NeedsRescore"
 
@@ -41,13 +39,11 @@ def _reset(row: dict[str, Any]) -> None:
         row[col] = None
 
 
-def _media_present(row: dict[str, Any], out: Path) -> bool:
-    return row[Col.MEDIA_BYTES] is not None or (
-        row[Col.MEDIA_PATH] is not None and (out / row[Col.MEDIA_PATH]).is_file()
-    )
+def _media_present(row: dict[str, Any], out: Storage) -> bool:
+    return row[Col.MEDIA_BYTES] is not None or (row[Col.MEDIA_PATH] is not None and out.exists(row[Col.MEDIA_PATH]))
 
 
-def redecide(row: dict[str, Any], specs: Sequence[StageSpec], config: Config, out: Path) -> dict[str, Any]:
+def redecide(row: dict[str, Any], specs: Sequence[StageSpec], config: Config, out: Storage) -> dict[str, Any]:
     """The row's new terminal state under ``config``; rows decided before the first
     re-thresholdable stage (or failed for other reasons) are returned unchanged."""
     names = [s.name for s in specs]
@@ -91,8 +87,8 @@ def _needs_rescore(row: dict[str, Any], stage: str, why: str) -> dict[str, Any]:
 
 def refilter(out: str | os.PathLike, overrides: Sequence[str], dry_run: bool = False) -> list[FunnelRow]:
     """Apply ``overrides`` to the run in ``out`` from stored scores; returns the new funnel."""
-    out = Path(out).resolve()
-    old_config = config_from_dict(json.loads((out / CONFIG_JSON).read_text()))
+    out = Storage(out)
+    old_config = config_from_dict(out.read_json(CONFIG_JSON))
     config = load_config_over(old_config, overrides)
     specs = active_stages(config)
     if not any(s.decide for s in specs):
@@ -100,7 +96,7 @@ def refilter(out: str | os.PathLike, overrides: Sequence[str], dry_run: bool = F
     if [s.name for s in specs] != [s.name for s in active_stages(old_config)]:
         raise ValueError("refilter cannot enable or disable stages: rerun `javis run` for that")
     ledger_ids = set(read_ledger(out).column(Col.ID).to_pylist())
-    staging = Staging(out / WORK_DIR)
+    staging = Staging(out)
     staged = staging.load()
     rows = staged.filter(pc.is_in(staged.column(Col.ID), value_set=pa.array(sorted(ledger_ids))))
     new_rows = conform([redecide(r, specs, config, out) for r in rows.to_pylist()], WORK_SCHEMA)
@@ -112,8 +108,8 @@ def refilter(out: str | os.PathLike, overrides: Sequence[str], dry_run: bool = F
         return funnel
     staging.write(new_rows)
     files = write_outputs(out, balanced, config.output)
-    write_json(out / CONFIG_JSON, config.to_dict())
-    manifest = json.loads((out / MANIFEST).read_text())
+    out.write_json(CONFIG_JSON, config.to_dict())
+    manifest = out.read_json(MANIFEST)
     manifest["config"] = config.to_dict()
     manifest["config_hashes"] = {s.name: config.stage_hash(s.name) for s in specs}
     manifest["funnel"] = [f.to_json() for f in funnel]
@@ -121,5 +117,6 @@ def refilter(out: str | os.PathLike, overrides: Sequence[str], dry_run: bool = F
     manifest.setdefault("refilters", []).append(
         {"at": dt.datetime.now(dt.timezone.utc).isoformat(), "overrides": list(overrides)}
     )
-    write_json(out / MANIFEST, manifest)
+    out.write_json(MANIFEST, manifest)  # last: it commits the new outputs
+    drop_generations(out, files.get("generation"))
     return funnel

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import __version__
+from pipeline.cluster import check_nodes_share_output, clear_scratch_everywhere, runtime_env
 from pipeline.config import Config, RayConfig
 from pipeline.dag import (
     STAGES,
@@ -41,10 +42,12 @@ from pipeline.dag import (
 )
 from pipeline.funnel import FunnelRow, check_invariant, compute_funnel
 from pipeline.inputs import FileIdCache, plan_sources
-from pipeline.outputs import CONFIG_JSON, MANIFEST, prune_media, write_json, write_outputs
+from pipeline.outputs import CONFIG_JSON, MANIFEST, drop_generations, prune_media, write_outputs
 from pipeline.staging import Staging, StagingBuffer, complete_sources, without_orphan_clips
 from schemas import SCHEMA_VERSION, WORK_SCHEMA, Col, Kind, State, conform
+from stages.base import mark_failed
 from stages.ffmpeg import ffmpeg_version
+from stages.storage import SCRATCH_ENV, Storage
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,7 @@ _LIBRARIES = ("ray", "pyarrow", "av", "scenedetect-headless", "yt-dlp", "numpy",
 
 @dataclasses.dataclass
 class RunResult:
-    output_dir: Path
+    output_dir: Path | str  # a local folder, or the object-storage URI
     funnel: list[FunnelRow]
     counts: dict[str, dict[str, int]]
     num_skipped_sources: int
@@ -73,17 +76,25 @@ def library_versions() -> dict[str, str]:
 
 
 def start_ray(ray_config: RayConfig) -> bool:
-    """Join ``ray_config.address`` or start an embedded local Ray; True if we started it."""
+    """Join ``ray_config.address`` or start an embedded local Ray, its workers with the driver's
+    settings (:func:`runtime_env`); True if we started it."""
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local runs: no token prompts
+    if ray_config.scratch_dir:
+        os.environ[SCRATCH_ENV] = ray_config.scratch_dir  # the driver's own work files too
     import ray
 
     if ray.is_initialized():
         return False
     if ray_config.address:
-        ray.init(address=ray_config.address, log_to_driver=True)
+        ray.init(address=ray_config.address, log_to_driver=True, runtime_env=runtime_env(ray_config))
     else:
         store = ray_config.object_store_mb * 2**20 if ray_config.object_store_mb else None
-        ray.init(num_cpus=ray_config.num_cpus, object_store_memory=store, include_dashboard=False)
+        ray.init(
+            num_cpus=ray_config.num_cpus,
+            object_store_memory=store,
+            include_dashboard=False,
+            runtime_env=runtime_env(ray_config),
+        )
     return True
 
 
@@ -93,7 +104,7 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="source", desc="javis", disable=not enabled or total == 0, file=sys.stderr)
 
 
-def _execute(pending: pa.Table, config: Config, out: Path, staging: Staging, show_progress: bool) -> None:
+def _execute(pending: pa.Table, config: Config, storage: Storage, staging: Staging, show_progress: bool) -> None:
     import ray
 
     started = start_ray(config.ray)
@@ -103,10 +114,11 @@ def _execute(pending: pa.Table, config: Config, out: Path, staging: Staging, sho
         # a cluster joined by address may add GPU nodes on demand; a local Ray cannot
         resources = ray.cluster_resources()
         check_gpus(config, resources.get("GPU", 0.0), autoscaling=bool(config.ray.address))
+        check_nodes_share_output(storage)
         ctx.enable_progress_bars = config.ray.progress_bars and show_progress
         ctx.target_max_block_size = TARGET_BLOCK_BYTES
         fixed_cpus = None if config.ray.address else resources.get("CPU")  # a joined cluster may autoscale
-        ds = build_dataset(pending, config, str(out), available_cpus=fixed_cpus)
+        ds = build_dataset(pending, config, storage.root, available_cpus=fixed_cpus)
         tally = _Tally()
         buffer = StagingBuffer(staging)
         with _progress(pending.num_rows, show_progress) as bar:
@@ -116,6 +128,7 @@ def _execute(pending: pa.Table, config: Config, out: Path, staging: Staging, sho
                 bar.update(tally.add(batch))
                 bar.set_postfix_str(tally.line(), refresh=False)
         buffer.flush()
+        clear_scratch_everywhere()
     finally:
         ctx.target_max_block_size = block_bytes  # this process may run other datasets (augment, latents)
         if started:
@@ -145,6 +158,40 @@ class _Tally:
             if stages:
                 parts.append(f"{state}: " + " ".join(stages))
         return " | ".join(parts)
+
+
+class MissingMedia(Exception):
+    """An accepted clip whose file is not where the driver reads the outputs."""
+
+
+def verify_media(storage: Storage, rows: pa.Table, staging: Staging, cut_hash: str) -> tuple[pa.Table, int]:
+    """Check, before anything is committed, that every accepted clip's file is at its recorded
+    location with its recorded size, read through the output's own filesystem (a worker that
+    wrote to a disk the driver cannot see, a file deleted since). A clip that fails becomes
+    ``failed`` at ``cut`` (its source is retried by the next run) and the change is staged."""
+    cols = [Col.KIND, Col.STATE, Col.MEDIA_PATH, Col.MEDIA_SIZE_BYTES]
+    bad = []
+    for i, (kind, state, path, size) in enumerate(zip(*(rows.column(c).to_pylist() for c in cols))):
+        if kind == Kind.CLIP and state == State.ACCEPTED and path is not None and storage.size(path) != size:
+            bad.append(i)
+    if not bad:
+        return rows, 0
+    records = rows.to_pylist()
+    for i in bad:
+        row = records[i]
+        found = storage.size(row[Col.MEDIA_PATH])
+        why = "no file" if found is None else f"{found} bytes instead of {row[Col.MEDIA_SIZE_BYTES]}"
+        error = MissingMedia(f"{why} at {storage.location(row[Col.MEDIA_PATH])}, where the driver reads the outputs")
+        mark_failed(row, "cut", error, cut_hash)
+        log.warning("accepted clip %s: %s", row[Col.ID], error)
+    changed = conform([records[i] for i in bad], WORK_SCHEMA)
+    staging.write(changed)
+    return conform(records, WORK_SCHEMA), len(bad)
+
+
+def _ffmpeg_versions(rows: pa.Table) -> list[str]:
+    """Every FFmpeg that encoded a clip of this output (workers may differ from the driver)."""
+    return sorted({v for v in rows.column(Col.CUT_FFMPEG_VERSION).to_pylist() if v})
 
 
 def encode_summary(rows: pa.Table) -> dict[str, Any]:
@@ -181,24 +228,26 @@ def _accept_pending(batch: pa.Table) -> pa.Table:
     return batch.set_column(idx, Col.STATE, pc.if_else(is_pending, State.ACCEPTED, state))
 
 
-def _plan(inputs: Sequence[str], config: Config, out: Path) -> list[dict[str, Any]]:
-    cache = FileIdCache(out / WORK_DIR / "file_ids.json")
+def _plan(inputs: Sequence[str], config: Config, storage: Storage) -> list[dict[str, Any]]:
+    cache = FileIdCache(storage, f"{WORK_DIR}/file_ids.json")
     plan = plan_sources(inputs, config.ingest, cache)
     cache.save()
     return plan
 
 
 def run(inputs: Sequence[str], output_dir: str | os.PathLike, config: Config, show_progress: bool = True) -> RunResult:
-    """Curate ``inputs`` into ``output_dir``; rerunning the same command resumes."""
+    """Curate ``inputs`` into ``output_dir`` (a local folder or an object-storage URI);
+    rerunning the same command resumes."""
     t0 = time.monotonic()
     started_at = dt.datetime.now(dt.timezone.utc)
-    out = Path(output_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / CONFIG_JSON, config.to_dict())
-    plan = _plan(inputs, config, out)
+    storage = Storage(output_dir)
+    if storage.is_local:
+        Path(storage.base).mkdir(parents=True, exist_ok=True)
+    storage.write_json(CONFIG_JSON, config.to_dict())
+    plan = _plan(inputs, config, storage)
     if not plan:
         raise ValueError(f"no inputs found in {list(inputs)!r}")
-    staging = Staging(out / WORK_DIR)
+    staging = Staging(storage)
     status = complete_sources(staging.load())
     pending = []
     for row in plan:
@@ -210,12 +259,12 @@ def run(inputs: Sequence[str], output_dir: str | os.PathLike, config: Config, sh
     num_skipped = len(plan) - len(pending)
     log.info("%d sources planned, %d already complete, %d to run", len(plan), num_skipped, len(pending))
     if pending:
-        _execute(conform(pending, WORK_SCHEMA), config, out, staging, show_progress)
-    return _finish(out, config, plan, staging, num_skipped, t0, started_at, inputs)
+        _execute(conform(pending, WORK_SCHEMA), config, storage, staging, show_progress)
+    return _finish(storage, config, plan, staging, num_skipped, t0, started_at, inputs)
 
 
 def _finish(
-    out: Path,
+    storage: Storage,
     config: Config,
     plan: list[dict[str, Any]],
     staging: Staging,
@@ -228,13 +277,14 @@ def _finish(
     staged = staging.load()  # may hold sources of earlier runs with other inputs: kept, not reported
     current = without_orphan_clips(staged)
     rows = current.filter(pc.is_in(current.column(Col.SOURCE_ID), value_set=pa.array(sorted(planned_ids))))
+    rows, num_missing = verify_media(storage, rows, staging, config.stage_hash("cut"))
     specs = active_stages(config)
     rows = apply_balance(rows, config)
     funnel = compute_funnel(rows, funnel_stages(config), len(planned_ids))
     check_invariant(rows, funnel, planned_ids)
-    files = write_outputs(out, rows, config.output)
-    num_pruned = prune_media(out, current, config.cut.clips_dir, config.output.keep_rejected_media)
-    staging.compact(staged)
+    files = write_outputs(storage, rows, config.output)
+    num_pruned = prune_media(storage, current, config.cut.clips_dir, config.output.keep_rejected_media)
+    staging.compact(staging.load())
     counts: dict[str, dict[str, int]] = {Kind.SOURCE: {}, Kind.CLIP: {}}
     for kind, state in zip(rows.column(Col.KIND).to_pylist(), rows.column(Col.STATE).to_pylist()):
         counts[kind][state] = counts[kind].get(state, 0) + 1
@@ -250,18 +300,20 @@ def _finish(
             "num_sources_planned": len(planned_ids),
             "num_sources_skipped_as_complete": num_skipped,
             "num_media_files_pruned": num_pruned,
+            "num_accepted_clips_whose_media_was_missing": num_missing,
         },
         "config": config.to_dict(),
         "stages": [s.name for s in specs],
         "disabled_stages": [s.name for s in STAGES if s not in specs],
         "config_hashes": {s.name: config.stage_hash(s.name) for s in specs},
         "annotation": annotation_summary(config),
-        "versions": library_versions(),
+        "versions": {**library_versions(), "ffmpeg_that_cut_clips": _ffmpeg_versions(rows)},
         "funnel": [row.to_json() for row in funnel],
         "counts": counts,
         "encoded": encode_summary(rows),
         "files": files,
         "invariant": "in = passed + rejected + failed holds for every stage; every input has one terminal state",
     }
-    write_json(out / MANIFEST, manifest)
-    return RunResult(out, funnel, counts, num_skipped, wall_s)
+    storage.write_json(MANIFEST, manifest)  # last: it commits this run's outputs
+    drop_generations(storage, files.get("generation"))
+    return RunResult(Path(storage.base) if storage.is_local else storage.root, funnel, counts, num_skipped, wall_s)

@@ -1,7 +1,8 @@
 """Crash-safe staging of finished rows, the basis of resume.
 
-Every batch that leaves the last stage is written to ``<out>/_work/parts/`` as its own Parquet
-file, through a temporary name and an atomic rename: a killed run leaves whole parts or none.
+Finished rows are written to ``<out>/_work/parts/`` (a local folder or object storage) as
+Parquet parts with unique names, each atomically (a renamed temporary file, or one upload): a
+killed run leaves whole parts or none.
 A rerun reads the parts back and keeps, per source, only the rows of its latest attempt (all
 rows of one attempt share ``attempt``), and per id the newest row. A source is *complete*
 when its row is terminal and not failed and, if it was segmented, every one of its clips is
@@ -16,50 +17,56 @@ import os
 import time
 import uuid
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from schemas import WORK_SCHEMA, Col, Kind, State, conform
+from stages.storage import Storage
 
 log = logging.getLogger(__name__)
 
+PARTS_DIR = "_work/parts"
+
 
 class Staging:
-    def __init__(self, work_dir: str | os.PathLike) -> None:
-        self.parts_dir = Path(work_dir) / "parts"
-        self.parts_dir.mkdir(parents=True, exist_ok=True)
-        for leftover in self.parts_dir.glob(".part-*.tmp"):  # a write a kill interrupted
-            leftover.unlink()
+    """The staged rows of one output location (``<out>/_work/parts/``, local or object storage)."""
 
-    def write(self, table: pa.Table) -> Path:
-        name = f"part-{uuid.uuid4().hex}.parquet"
-        tmp = self.parts_dir / f".{name}.tmp"
-        pq.write_table(conform(table, WORK_SCHEMA), tmp, compression="zstd")
-        final = self.parts_dir / name
-        os.replace(tmp, final)
-        return final
+    def __init__(self, storage: Storage, parts_dir: str = PARTS_DIR) -> None:
+        self.storage, self.parts_dir = storage, parts_dir
+        if storage.is_local:
+            os.makedirs(storage.local_path(parts_dir), exist_ok=True)
+            for leftover in storage.list_files(parts_dir):  # a local write a kill interrupted
+                if leftover.rsplit("/", 1)[-1].startswith("."):
+                    storage.delete(leftover)
+
+    def parts(self) -> list[str]:
+        return [f for f in self.storage.list_files(self.parts_dir) if f.rsplit("/", 1)[-1].startswith("part-")]
+
+    def write(self, table: pa.Table) -> str:
+        """Stage ``table`` as a new part (a unique name: a committed part is never overwritten)."""
+        rel = f"{self.parts_dir}/part-{uuid.uuid4().hex}.parquet"
+        self.storage.write_parquet(conform(table, WORK_SCHEMA), rel, compression="zstd")
+        return rel
 
     def compact(self, rows: pa.Table) -> None:
         """Replace all parts by one holding ``rows`` (the current rows): reruns stay fast.
         The new part is written before the old ones go, so a kill in between loses nothing."""
-        old = sorted(self.parts_dir.glob("part-*.parquet"))
+        old = self.parts()
         if len(old) <= 1:
             return
         self.write(rows)
-        for path in old:
-            path.unlink()
+        for rel in old:
+            self.storage.delete(rel)
 
     def load(self) -> pa.Table:
         """Current rows: latest attempt per source, newest row per id."""
         tables = []
-        for path in sorted(self.parts_dir.glob("part-*.parquet")):
+        for rel in self.parts():
             try:
-                tables.append(conform(pq.read_table(path), WORK_SCHEMA))
+                tables.append(conform(self.storage.read_parquet(rel), WORK_SCHEMA))
             except (OSError, pa.ArrowException) as e:  # written atomically, so only outside damage
-                log.warning("skipping unreadable staging part %s: %s", path, e)
+                log.warning("skipping unreadable staging part %s: %s", rel, e)
         if not tables:
             return WORK_SCHEMA.empty_table()
         return current_rows(pa.concat_tables(tables))

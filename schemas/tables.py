@@ -106,6 +106,7 @@ class Col:
     CUT_VIDEO_DURATION_S = "cut_video_duration_s"
     CUT_AUDIO_DURATION_S = "cut_audio_duration_s"
     CUT_AV_DIFF_S = "cut_av_diff_s"
+    CUT_FFMPEG_VERSION = "cut_ffmpeg_version"  # the FFmpeg that encoded the clip (its -version line)
     # sound
     SOUND_MEAN_DBFS = "sound_mean_dbfs"
     SOUND_PEAK_DBFS = "sound_peak_dbfs"
@@ -237,6 +238,7 @@ _CLIP_FIELDS = [
     _field(Col.CUT_VIDEO_DURATION_S, pa.float64(), metric=True),
     _field(Col.CUT_AUDIO_DURATION_S, pa.float64(), metric=True),
     _field(Col.CUT_AV_DIFF_S, pa.float64(), metric=True),
+    _field(Col.CUT_FFMPEG_VERSION, pa.string()),
     _field(Col.SOUND_MEAN_DBFS, pa.float64(), metric=True),
     _field(Col.SOUND_PEAK_DBFS, pa.float64(), metric=True),
     _field(Col.SOUND_AUDIO_GAP_S, pa.float64(), metric=True),

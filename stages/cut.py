@@ -27,14 +27,16 @@ import dataclasses
 import hashlib
 import io
 import os
+import uuid
 from typing import Any, ClassVar
 
 import av
 
 from schemas import Col, Kind
 from stages.base import Outcome, passed, rejected
-from stages.ffmpeg import run_ffmpeg
+from stages.ffmpeg import ffmpeg_version, run_ffmpeg
 from stages.probe import stream_timing
+from stages.storage import Storage, local_copy, scratch_dir
 
 SEEK_MARGIN_FRAMES = 0.25
 AV_TOLERANCE_S = 1e-6  # timestamp arithmetic: a difference of exactly the allowed frames is allowed
@@ -149,36 +151,41 @@ class Cut:
         Col.CUT_VIDEO_DURATION_S,
         Col.CUT_AUDIO_DURATION_S,
         Col.CUT_AV_DIFF_S,
+        Col.CUT_FFMPEG_VERSION,
     )
 
     def __init__(self, config: CutConfig, output_dir: str) -> None:
         self.config = config
-        self.output_dir = output_dir
+        self.storage = Storage(output_dir)
 
     def _write(self, row: dict[str, Any]) -> tuple[str, bytes]:
-        rel = os.path.join(self.config.clips_dir, row[Col.SOURCE_ID], f"{row[Col.ID]}.mp4")
-        dst = os.path.join(self.output_dir, rel)
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        tmp = f"{dst}.part"
+        """Encode into this node's scratch, then store the clip (renamed into a local output
+        folder, uploaded to object storage): a killed run never leaves a half-written clip."""
+        rel = f"{self.config.clips_dir}/{row[Col.SOURCE_ID]}/{row[Col.ID]}.mp4"
+        work = scratch_dir() / "encodes"
+        work.mkdir(parents=True, exist_ok=True)
+        tmp = work / f"{row[Col.ID]}.{uuid.uuid4().hex[:8]}.mp4"
         fps = row[Col.PROBE_FPS] or 25.0
-        src = row[Col.SRC_PATH]
-        offset = video_start_offset_s(src)
-        args = ffmpeg_cut_args(src, tmp, row[Col.CLIP_START_S], row[Col.CLIP_END_S], fps, self.config, offset)
         try:
-            run_ffmpeg(args, timeout_s=self.config.timeout_s)
-            with open(tmp, "rb") as f:
-                data = f.read()
+            with local_copy(row[Col.SRC_PATH], scratch_dir()) as src:
+                offset = video_start_offset_s(src)
+                args = ffmpeg_cut_args(src, str(tmp), row[Col.CLIP_START_S], row[Col.CLIP_END_S], fps, self.config, offset)
+                run_ffmpeg(args, timeout_s=self.config.timeout_s)
+            data = tmp.read_bytes()
             if self.config.embed_media:
                 return "", data
-            os.replace(tmp, dst)  # atomic: a killed run never leaves a half-written clip
+            self.storage.put_file(tmp, rel, move=True)
             return rel, data
         finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            tmp.unlink(missing_ok=True)
 
     def process(self, row: dict[str, Any]) -> Outcome:
         rel, data = self._write(row)
-        columns: dict[str, Any] = {Col.MEDIA_SIZE_BYTES: len(data), Col.MEDIA_SHA256: _sha256(data)}
+        columns: dict[str, Any] = {
+            Col.MEDIA_SIZE_BYTES: len(data),
+            Col.MEDIA_SHA256: _sha256(data),
+            Col.CUT_FFMPEG_VERSION: ffmpeg_version(),
+        }
         if self.config.embed_media:
             columns[Col.MEDIA_BYTES] = data
         else:

@@ -361,7 +361,7 @@ def _remove_partials(download_dir: str, source_id: str) -> None:
 
 
 def _marker_path(download_dir: str, source_id: str) -> str:
-    return os.path.join(download_dir, source_id + _MARKER_SUFFIX)
+    return os.path.join(download_dir, marker_name(source_id))
 
 
 def _write_marker(download_dir: str, source_id: str, outcome: Outcome) -> None:
@@ -382,14 +382,24 @@ def _reuse(download_dir: str, source_id: str, config: IngestConfig) -> Outcome |
         return None
     try:
         with open(marker, encoding="utf-8") as f:
-            columns = {k: v for k, v in json.load(f).items() if k in Ingest.produces}
-        path = os.path.join(download_dir, columns[Col.SRC_PATH])
-        complete = os.path.isfile(path) and os.path.getsize(path) == columns[Col.SRC_SIZE_BYTES]
+            record = json.load(f)
+        path = os.path.join(download_dir, record[Col.SRC_PATH])
+        size = os.path.getsize(path) if os.path.isfile(path) else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not complete:
+    return reuse_outcome(record, size, os.path.abspath(path), config)
+
+
+def reuse_outcome(record: Mapping[str, Any], size: int | None, location: str, config: IngestConfig) -> Outcome | None:
+    """The outcome of a finished download from its marker ``record``, given the size of the
+    file it names (``None``: gone), now at ``location``; ``None`` if it cannot be reused."""
+    try:
+        columns = {k: v for k, v in record.items() if k in Ingest.produces}
+        if size is None or size != columns[Col.SRC_SIZE_BYTES]:
+            return None
+    except (KeyError, TypeError, AttributeError):
         return None
-    columns[Col.SRC_PATH] = os.path.abspath(path)
+    columns[Col.SRC_PATH] = location
     known = {
         "duration": columns.get(Col.SRC_DURATION_S),
         "upload_date": columns.get(Col.SRC_UPLOAD_DATE),
@@ -398,8 +408,12 @@ def _reuse(download_dir: str, source_id: str, config: IngestConfig) -> Outcome |
     rejection = filter_rejection(known, config)  # the config may be stricter than last time
     if rejection is not None:
         return rejected(rejection.reason, rejection.metric, rejection.value, rejection.threshold, **columns)
-    log.info("reusing complete download %s", columns[Col.SRC_PATH])
+    log.info("reusing complete download %s", location)
     return passed(**columns)
+
+
+def marker_name(source_id: str) -> str:
+    return source_id + _MARKER_SUFFIX
 
 
 def download(url: str, source_id: str, download_dir: str, config: IngestConfig) -> Outcome:

@@ -44,6 +44,8 @@ def run_ffmpeg(args: list[str], timeout_s: float | None = None) -> None:
         raise FFmpegError(f"ffmpeg exited {proc.returncode}: {proc.stderr.strip()[-_STDERR_TAIL_CHARS:]}")
 
 
+@functools.cache
 def ffmpeg_version() -> str:
+    """The first line of ``ffmpeg -version`` of the binary this process uses."""
     out = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True, check=False).stdout
     return out.splitlines()[0] if out else "unknown"

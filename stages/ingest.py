@@ -1,8 +1,12 @@
-"""ingest: make every source available as a local file.
+"""ingest: make every source available at a location every node can read.
 
-Input: pending source rows with ``src_path`` (a local file) or ``src_url`` (to download).
-Output columns: ``src_path`` (local file), ``src_size_bytes`` and, for downloads, the source
-metadata yt-dlp reports (title, uploader, upload date, licence, duration, extractor).
+Input: pending source rows with ``src_path`` (a local file, or an object on object storage) or
+``src_url`` (to download). A download goes into the output location's ``download_dir``: with a
+local output folder directly (yt-dlp writes there); with object storage, yt-dlp works in this
+node's scratch directory and the finished file is uploaded, its completion marker last, so any
+node can fetch it and a rerun reuses it without the network.
+Output columns: ``src_path`` (local file or object URI), ``src_size_bytes`` and, for downloads,
+the source metadata yt-dlp reports (title, uploader, upload date, licence, duration, extractor).
 Reason codes: ``missing_file`` (local path gone), ``empty_file`` (zero bytes),
 ``duplicate`` (same content as another input) and ``no_media_found`` (a folder, glob or list
 that named no media file): both set by input planning,
@@ -15,10 +19,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from typing import Any, ClassVar
 
 from schemas import Col, Kind
 from stages.base import Outcome, passed, rejected
+from stages.storage import Storage, is_uri, location_info, scratch_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,17 +77,44 @@ class Ingest:
 
     def __init__(self, config: IngestConfig, output_dir: str) -> None:
         self.config = config
-        self.download_dir = os.path.join(output_dir, config.download_dir)
+        self.storage = Storage(output_dir)
 
     def process(self, row: dict[str, Any]) -> Outcome:
         path = row.get(Col.SRC_PATH)
         if path is None:
-            from stages.download import download  # yt-dlp import is slow: only when needed
-
-            return download(row[Col.SRC_URL], row[Col.ID], self.download_dir, self.config)
-        if not os.path.isfile(path):
+            return self._download(row[Col.SRC_URL], row[Col.ID])
+        if is_uri(path):
+            info = location_info(path)
+            size = info.size if info.type.name == "File" else None
+        else:
+            size = os.path.getsize(path) if os.path.isfile(path) else None
+        if size is None:
             return rejected("missing_file")
-        size = os.path.getsize(path)
         if size == 0:
             return rejected("empty_file", metric=Col.SRC_SIZE_BYTES, value=0, threshold=1, src_size_bytes=0)
         return passed(src_size_bytes=size)
+
+    def _download(self, url: str, source_id: str) -> Outcome:
+        from stages import download  # yt-dlp import is slow: only when needed
+
+        if self.storage.is_local:
+            return download.download(url, source_id, self.storage.local_path(self.config.download_dir), self.config)
+        marker = f"{self.config.download_dir}/{download.marker_name(source_id)}"
+        if self.storage.exists(marker):  # finished by an earlier run
+            record = self.storage.read_json(marker)
+            rel = f"{self.config.download_dir}/{record.get(Col.SRC_PATH)}"
+            reused = download.reuse_outcome(record, self.storage.size(rel), self.storage.location(rel), self.config)
+            if reused is not None:
+                return reused
+        work = scratch_dir() / "downloads" / source_id
+        try:
+            outcome = download.download(url, source_id, str(work), self.config)
+            if outcome.rejection is None:
+                local = outcome.columns[Col.SRC_PATH]
+                rel = f"{self.config.download_dir}/{os.path.basename(local)}"
+                self.storage.put_file(local, rel, move=True)
+                self.storage.put_file(os.path.join(work, download.marker_name(source_id)), marker, move=True)
+                outcome.columns[Col.SRC_PATH] = self.storage.location(rel)
+            return outcome
+        finally:
+            shutil.rmtree(work, ignore_errors=True)

@@ -22,6 +22,7 @@ import numpy as np
 
 from schemas import Col, Kind
 from stages.base import Outcome, passed, rejected
+from stages.storage import local_copy, scratch_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +177,8 @@ class Probe:
 
     def process(self, row: dict[str, Any]) -> Outcome:
         try:
-            facts = probe_media(row[Col.SRC_PATH], self.config)
+            with local_copy(row[Col.SRC_PATH], scratch_dir()) as path:  # an object: fetched to this node
+                facts = probe_media(path, self.config)
         except ProbeError as e:
             return rejected(e.reason, detail=str(e))
         duration = facts[Col.PROBE_DURATION_S]

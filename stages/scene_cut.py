@@ -29,6 +29,7 @@ from pipeline import ids
 from schemas import INHERITED_COLUMNS, Col, Kind
 from stages.analysis import DetectorConfig, PackPlan, Piece, SourceAnalysis
 from stages.base import Outcome, passed, rejected
+from stages.storage import local_copy, scratch_dir
 
 DETECTORS = ("adaptive", "content")
 
@@ -132,14 +133,13 @@ class SceneCut:
 
     def stream(self, row: dict[str, Any]) -> Generator[dict[str, Any], None, Outcome]:
         """Yield each clip row as its scene closes; return the source's outcome."""
-        analysis = SourceAnalysis(
-            row[Col.SRC_PATH], self.config.detector_config(), self.plan, row[Col.PROBE_ROTATION_DEG] or 0
-        )
         inherited = {c: row.get(c) for c in INHERITED_COLUMNS}
         num_clips = 0
-        for piece in analysis:
-            num_clips += 1
-            yield clip_row(row, piece, inherited)
+        with local_copy(row[Col.SRC_PATH], scratch_dir()) as path:  # an object: fetched to this node
+            analysis = SourceAnalysis(path, self.config.detector_config(), self.plan, row[Col.PROBE_ROTATION_DEG] or 0)
+            for piece in analysis:
+                num_clips += 1
+                yield clip_row(row, piece, inherited)
         if not num_clips:
             return rejected("no_frames", detail="the decoder returned no frames", scene_detector=self.config.detector)
         return passed(

@@ -14,6 +14,7 @@ from pipeline.inputs import FileIdCache, plan_sources
 from schemas import Col, State, conform
 from stages.base import apply_stage
 from stages.ingest import Ingest, IngestConfig
+from stages.storage import Storage
 
 CONFIG = IngestConfig()
 
@@ -124,28 +125,27 @@ def test_file_id_cache_reuses_hashes(tmp_path: Path, monkeypatch: pytest.MonkeyP
     folder = tmp_path / "in"
     a = _write(folder / "a.mp4", b"a")
     _write(folder / "b.mp4", b"b")
-    cache_file = tmp_path / "cache" / "ids.json"
-    cache = FileIdCache(cache_file)
+    store = Storage(tmp_path / "cache")
+    cache = FileIdCache(store, "ids.json")
     first = plan_sources([str(folder)], CONFIG, cache)
     assert len(calls) == 2
     second = plan_sources([str(folder)], CONFIG, cache)
     assert [r[Col.ID] for r in second] == [r[Col.ID] for r in first]
     assert len(calls) == 2
     cache.save()
-    plan_sources([str(folder)], CONFIG, FileIdCache(cache_file))  # a new run reads the saved cache
+    plan_sources([str(folder)], CONFIG, FileIdCache(store, "ids.json"))  # a new run reads the saved cache
     assert len(calls) == 2
     a.write_bytes(b"changed content")
     os.utime(a, ns=(1, 1))
-    rows = plan_sources([str(folder)], CONFIG, FileIdCache(cache_file))
+    rows = plan_sources([str(folder)], CONFIG, FileIdCache(store, "ids.json"))
     assert calls[2:] == [str(a)]
     assert rows[0][Col.ID] == ids.source_id_for_content(real(a))
 
 
 def test_unreadable_cache_file_is_ignored(tmp_path: Path) -> None:
-    cache_file = tmp_path / "ids.json"
-    cache_file.write_text("{not json")
+    (tmp_path / "ids.json").write_text("{not json")
     clip = _write(tmp_path / "a.mp4", b"a")
-    rows = plan_sources([str(clip)], CONFIG, FileIdCache(cache_file))
+    rows = plan_sources([str(clip)], CONFIG, FileIdCache(Storage(tmp_path), "ids.json"))
     assert rows[0][Col.ID] == ids.source_id_for_content(ids.file_sha256(clip))
 
 

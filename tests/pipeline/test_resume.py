@@ -18,6 +18,7 @@ from pipeline.outputs import read_ledger, read_shards
 from pipeline.runner import run
 from pipeline.staging import Staging
 from schemas import Col
+from stages.storage import Storage
 
 pytestmark = pytest.mark.slow
 
@@ -102,7 +103,7 @@ def test_a_source_whose_decode_breaks_midway_keeps_none_of_its_clips(samples, ra
         assert "undecodable packets" in broken[0][Col.ERROR_MESSAGE]
         assert result.counts["clip"] == {"accepted": 1, "rejected": 1}  # short_tail's two clips
         # its first clip did leave (and was encoded) before the failure: staged, never committed
-        staged = Staging(out / "_work").load().to_pylist()
+        staged = Staging(Storage(out)).load().to_pylist()
         assert [r[Col.STATE] for r in staged if r[Col.SOURCE_ID] == broken[0][Col.ID] and r[Col.KIND] == "clip"] == [
             "accepted"
         ]
@@ -113,18 +114,18 @@ def test_finished_rows_are_staged_in_parts_of_many_rows_but_never_held_long(tmp_
     from pipeline.staging import StagingBuffer
     from schemas import WORK_SCHEMA, conform
 
-    staging = Staging(tmp_path)
+    staging = Staging(Storage(tmp_path))
     buffer = StagingBuffer(staging, max_rows=3, max_bytes=1 << 30, max_wait_s=3600)
     rows = [conform([{Col.ID: f"c{i}", Col.KIND: "clip", Col.SOURCE_ID: "s", Col.STATE: "accepted"}], WORK_SCHEMA)
             for i in range(7)]  # fmt: skip
     for table in rows:
         buffer.add(table)
-    assert len(list(staging.parts_dir.glob("part-*.parquet"))) == 2  # 3 + 3, one row still buffered
+    assert len(staging.parts()) == 2  # 3 + 3, one row still buffered
     buffer.flush()
     assert sorted(staging.load().column(Col.ID).to_pylist()) == [f"c{i}" for i in range(7)]
-    by_size = StagingBuffer(Staging(tmp_path / "b"), max_rows=1000, max_bytes=1, max_wait_s=3600)
+    by_size = StagingBuffer(Staging(Storage(tmp_path / "b")), max_rows=1000, max_bytes=1, max_wait_s=3600)
     by_size.add(rows[0])  # a row over the byte budget is staged at once (embedded clip bytes)
-    assert len(list(by_size.staging.parts_dir.glob("part-*.parquet"))) == 1
-    by_time = StagingBuffer(Staging(tmp_path / "t"), max_rows=1000, max_bytes=1 << 30, max_wait_s=0.0)
+    assert len(by_size.staging.parts()) == 1
+    by_time = StagingBuffer(Staging(Storage(tmp_path / "t")), max_rows=1000, max_bytes=1 << 30, max_wait_s=0.0)
     by_time.add(rows[0])
-    assert len(list(by_time.staging.parts_dir.glob("part-*.parquet"))) == 1
+    assert len(by_time.staging.parts()) == 1
