@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from augment.build import AugmentConfig, build_context, clip_metadata, clip_negatives, pick_donors, pool_for
 from pipeline.config import RayConfig
-from pipeline.outputs import read_shards, write_table
+from pipeline.outputs import new_generation, read_shards, write_table
 from schemas import AUGMENT_LEDGER_SCHEMA, NEGATIVE_SCHEMA, Col, NegCol, State, conform
 from stages.storage import Storage
 
@@ -144,10 +144,14 @@ def _write_outputs(out: Storage, config: AugmentConfig, clips: pa.Table, meta: p
                      NegCol.ERROR_TYPE: r[NegCol.ERROR_TYPE], NegCol.ERROR_MESSAGE: r[NegCol.ERROR_MESSAGE]}
                     for c, r in failed_meta.items()]  # fmt: skip
     ledger = conform(sorted(ledger_rows, key=lambda r: r[NegCol.CLIP_ID]), AUGMENT_LEDGER_SCHEMA)
-    for old in out.list_files(folder, recursive=False):
-        if old.rsplit("/", 1)[-1].startswith("shard-"):
+    # object storage: a new generation of shards beside the committed one, which goes after the
+    # manifest; a local folder: the old shards go first and the new one is renamed into place
+    old_shards = [f for f in out.list_files(folder, recursive=False) if f.rsplit("/", 1)[-1].startswith("shard-")]
+    if out.is_local:
+        for old in old_shards:
             out.delete(old)
-    files = [write_table(out, negatives, f"{folder}/shard-00000.parquet")]
+    stem = "shard" if out.is_local else f"shard-{new_generation()}"
+    files = [write_table(out, negatives, f"{folder}/{stem}-00000.parquet")]
     write_table(out, ledger, f"{folder}/{LEDGER}")
     write_table(out, meta.sort_by("clip_id"), f"{folder}/{METADATA}")
     _prune(out, f"{folder}/media", set(negatives.column(NegCol.MEDIA_PATH).to_pylist()))
@@ -179,6 +183,9 @@ def _write_outputs(out: Storage, config: AugmentConfig, clips: pa.Table, meta: p
         "files": files,
     }
     out.write_json(f"{folder}/{MANIFEST}", manifest)
+    if not out.is_local:
+        for old in old_shards:
+            out.delete(old)
     return manifest
 
 

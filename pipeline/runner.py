@@ -164,23 +164,26 @@ class MissingMedia(Exception):
     """An accepted clip whose file is not where the driver reads the outputs."""
 
 
-def verify_media(storage: Storage, rows: pa.Table, staging: Staging, cut_hash: str) -> tuple[pa.Table, int]:
+def verify_media(
+    storage: Storage, rows: pa.Table, staging: Staging, clips_dir: str, cut_hash: str
+) -> tuple[pa.Table, int]:
     """Check, before anything is committed, that every accepted clip's file is at its recorded
     location with its recorded size, read through the output's own filesystem (a worker that
     wrote to a disk the driver cannot see, a file deleted since). A clip that fails becomes
     ``failed`` at ``cut`` (its source is retried by the next run) and the change is staged."""
     cols = [Col.KIND, Col.STATE, Col.MEDIA_PATH, Col.MEDIA_SIZE_BYTES]
+    found = storage.file_sizes(clips_dir)  # one listing, not a request per clip
     bad = []
     for i, (kind, state, path, size) in enumerate(zip(*(rows.column(c).to_pylist() for c in cols))):
-        if kind == Kind.CLIP and state == State.ACCEPTED and path is not None and storage.size(path) != size:
+        if kind == Kind.CLIP and state == State.ACCEPTED and path is not None and found.get(path) != size:
             bad.append(i)
     if not bad:
         return rows, 0
     records = rows.to_pylist()
     for i in bad:
         row = records[i]
-        found = storage.size(row[Col.MEDIA_PATH])
-        why = "no file" if found is None else f"{found} bytes instead of {row[Col.MEDIA_SIZE_BYTES]}"
+        found_size = found.get(row[Col.MEDIA_PATH])
+        why = "no file" if found_size is None else f"{found_size} bytes instead of {row[Col.MEDIA_SIZE_BYTES]}"
         error = MissingMedia(f"{why} at {storage.location(row[Col.MEDIA_PATH])}, where the driver reads the outputs")
         mark_failed(row, "cut", error, cut_hash)
         log.warning("accepted clip %s: %s", row[Col.ID], error)
@@ -277,7 +280,7 @@ def _finish(
     staged = staging.load()  # may hold sources of earlier runs with other inputs: kept, not reported
     current = without_orphan_clips(staged)
     rows = current.filter(pc.is_in(current.column(Col.SOURCE_ID), value_set=pa.array(sorted(planned_ids))))
-    rows, num_missing = verify_media(storage, rows, staging, config.stage_hash("cut"))
+    rows, num_missing = verify_media(storage, rows, staging, config.cut.clips_dir, config.stage_hash("cut"))
     specs = active_stages(config)
     rows = apply_balance(rows, config)
     funnel = compute_funnel(rows, funnel_stages(config), len(planned_ids))

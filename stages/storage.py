@@ -116,9 +116,15 @@ class Storage:
 
     def list_files(self, rel: str = "", recursive: bool = True) -> list[str]:
         """Files under ``rel``, as paths relative to the root, sorted; none if it is missing."""
+        return sorted(self.file_sizes(rel, recursive))
+
+    def file_sizes(self, rel: str = "", recursive: bool = True) -> dict[str, int]:
+        """``{path relative to the root: size}`` of the files under ``rel``: one listing (on object
+        storage, one request per thousand objects) instead of a request per file."""
         selector = pafs.FileSelector(self.path(rel), recursive=recursive, allow_not_found=True)
         prefix = self.base.rstrip("/") + "/"
-        return sorted(i.path[len(prefix) :] for i in self.fs.get_file_info(selector) if i.type == pafs.FileType.File)
+        infos = self.fs.get_file_info(selector)
+        return {i.path[len(prefix) :]: i.size for i in infos if i.type == pafs.FileType.File}
 
     def get_file(self, rel: str, local: str | os.PathLike) -> None:
         """Copy ``rel`` to a local file (written under a temporary name, then renamed)."""

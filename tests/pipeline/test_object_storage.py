@@ -63,9 +63,17 @@ def test_a_run_writes_every_output_to_object_storage(samples, reference, s3_serv
     # a second run: nothing to redo, new generation of outputs, the old one removed
     again = _javis(env, "-i", str(samples), "-o", uri)
     assert again.returncode == 0, again.stderr[-3000:]
-    generations = {f.rsplit("-", 2)[-2] for f in store.list_files("ledger")}
-    assert len(store.list_files("ledger")) == 1 and generations
+    assert len(store.list_files("ledger")) == 1  # the older generation was removed after the manifest
     assert read_ledger(uri).num_rows == read_ledger(reference).num_rows
+    # hard negatives of the clips on object storage, written there too
+    augment = subprocess.run([sys.executable, "-m", "pipeline.cli", "augment", uri, "--set", "max_side=64",
+                              "--num-cpus", "2"], env={**os.environ, **env, "RAY_AUTH_MODE": "disabled"},
+                             capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert augment.returncode == 0, augment.stderr[-3000:]
+    (shard,) = [f for f in store.list_files("negatives", recursive=False) if "/shard-" in f]
+    negatives = store.read_parquet(shard).to_pylist()
+    assert len(negatives) == 4 * len(_accepted(reference))
+    assert all(store.size(n["media_path"]) == n["media_size_bytes"] for n in negatives)
 
 
 def test_sigkill_on_object_storage_then_resume(samples, reference, s3_server, tmp_path):
