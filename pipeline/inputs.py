@@ -98,7 +98,7 @@ def _list_entries(path: str) -> list[str]:
             key = (reader.fieldnames or [])[fields.index("url")]
             entries = [r[key].strip() for r in reader if r.get(key) and r[key].strip()]
     base = os.path.dirname(os.path.abspath(path))
-    return [e if is_url(e) or is_search(e) or os.path.isabs(e) else os.path.join(base, e) for e in entries]
+    return [e if is_url(e) or is_search(e) or is_uri(e) or os.path.isabs(e) else os.path.join(base, e) for e in entries]
 
 
 def _expand_local(text: str) -> list[str] | None:
@@ -110,12 +110,19 @@ def _expand_local(text: str) -> list[str] | None:
     return None
 
 
+def _names_a_file(location: str) -> bool:
+    """``s3://b/x/clip.mp4`` names one object (ingest says if it is missing); ``s3://b/x/`` a prefix."""
+    path = location.split("?", 1)[0]
+    return not path.endswith("/") and bool(os.path.splitext(path.rsplit("/", 1)[-1])[1])
+
+
 @dataclasses.dataclass(frozen=True)
 class _Leaf:
     """One input after expansion; ``empty`` marks a folder, glob or list that named nothing."""
 
     text: str
     empty: bool = False
+    version: str | None = None  # an object's size and modification time, from its listing
 
 
 def _iter_leaf_inputs(values: Iterable[str], open_lists: frozenset[str] = frozenset()) -> Iterable[_Leaf]:
@@ -133,13 +140,14 @@ def _iter_leaf_inputs(values: Iterable[str], open_lists: frozenset[str] = frozen
             yield from _iter_leaf_inputs(entries, open_lists | {key}) if entries else [_Leaf(value, empty=True)]
         elif is_uri(value):
             objects = list_location(value, MEDIA_EXTENSIONS)
-            if not objects and location_info(value).type == pafs.FileType.File:
-                yield _Leaf(value)  # one object, whatever its name: probe decides
+            kind = location_info(value).type if not objects else None
+            if kind == pafs.FileType.File or (kind == pafs.FileType.NotFound and _names_a_file(value)):
+                yield _Leaf(value)  # one object, whatever its name (probe decides), or a missing one
             elif not objects:
                 log.warning("input %r matched no media objects", value)
                 yield _Leaf(value, empty=True)
             else:
-                yield from (_Leaf(o) for o in objects)
+                yield from (_Leaf(uri, version=f"{info.size}:{info.mtime_ns}") for uri, info in objects)
         else:
             local = _expand_local(value)
             if local is None:
@@ -185,9 +193,11 @@ def _leaf_rows(leaf: _Leaf, config: IngestConfig, cache: FileIdCache) -> list[di
             sid = ids.source_id_for_text("bad_url", text)
         return [source_row(id=sid, input=text, src_url=text)]
     if is_uri(text):
-        info = location_info(text)
-        version = f"{text}:{info.size}:{info.mtime_ns}" if info.type == pafs.FileType.File else text
-        return [source_row(id=ids.source_id_for_text("object", version), input=text, src_path=text)]
+        version = leaf.version
+        if version is None:
+            info = location_info(text)
+            version = f"{info.size}:{info.mtime_ns}" if info.type == pafs.FileType.File else "missing"
+        return [source_row(id=ids.source_id_for_text("object", f"{text}:{version}"), input=text, src_path=text)]
     path = os.path.abspath(text)
     if os.path.isfile(text):
         return [source_row(id=ids.source_id_for_content(cache.sha256(text)), input=text, src_path=path)]

@@ -212,9 +212,10 @@ def location_info(location: str) -> pafs.FileInfo:
     return fs.get_file_info(path)
 
 
-def list_location(location: str, suffixes: frozenset[str]) -> list[str]:
+def list_location(location: str, suffixes: frozenset[str]) -> list[tuple[str, pafs.FileInfo]]:
     """The files under a location on object storage whose name ends with one of ``suffixes``
-    (lower case), as locations (URIs), sorted; the location itself when it is such a file."""
+    (lower case), as (location, info), sorted: one listing, no request per object. The location
+    itself when it is such a file."""
     fs, path = _open(location)
     info = fs.get_file_info(path)
     root, _, query = location.partition("?")
@@ -224,12 +225,12 @@ def list_location(location: str, suffixes: frozenset[str]) -> list[str]:
         return f"{scheme}://{found}" + (f"?{query}" if query else "")
 
     if info.type == pafs.FileType.File:
-        return [location] if os.path.splitext(path)[1].lower() in suffixes else []
+        return [(location, info)] if os.path.splitext(path)[1].lower() in suffixes else []
     if info.type == pafs.FileType.NotFound:
         return []
-    selector = pafs.FileSelector(path, recursive=True)
-    found = [i.path for i in fs.get_file_info(selector) if i.type == pafs.FileType.File]
-    return sorted(uri(f) for f in found if os.path.splitext(f)[1].lower() in suffixes)
+    found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    media = [i for i in found if i.type == pafs.FileType.File and os.path.splitext(i.path)[1].lower() in suffixes]
+    return sorted((uri(i.path), i) for i in media)
 
 
 def scratch_dir(configured: str | None = None) -> Path:

@@ -130,3 +130,21 @@ def test_an_accepted_clip_whose_file_is_gone_is_failed_then_redone(samples, ray_
     assert second.counts["clip"]["accepted"] == 2
     third = run([str(samples / "three_scenes.mp4")], out, config, show_progress=False)  # retried
     assert third.counts["clip"] == {"accepted": 3} and (out / victim[Col.MEDIA_PATH]).is_file()
+
+
+def test_planning_lists_objects_without_a_request_per_object(s3_server, tmp_path):
+    from pipeline.inputs import plan_sources
+    from stages.ingest import IngestConfig
+
+    bucket = Storage(f"s3://javis-test/{tmp_path.name}/plan")
+    for name in ("a/one.mp4", "a/two.MKV", "a/notes.txt", "b/three.webm"):
+        bucket.write_bytes(name, name.encode())
+    listing = tmp_path / "inputs.txt"
+    listing.write_text(f"{bucket.location('b/three.webm')}\n")  # object URIs in a local list stay URIs
+    rows = plan_sources([bucket.root + "/a", str(listing), bucket.location("a/missing.mp4")], IngestConfig())
+    assert [r[Col.SRC_PATH].rsplit("/", 2)[-2:] for r in rows] == [["a", "one.mp4"], ["a", "two.MKV"],
+                                                                   ["b", "three.webm"], ["a", "missing.mp4"]]  # fmt: skip
+    again = plan_sources([bucket.root + "/a"], IngestConfig())
+    assert [r[Col.ID] for r in again] == [r[Col.ID] for r in rows[:2]]  # deterministic ids
+    bucket.write_bytes("a/one.mp4", b"new content")  # a changed object is a new source
+    assert plan_sources([bucket.location("a/one.mp4")], IngestConfig())[0][Col.ID] != rows[0][Col.ID]
