@@ -1,10 +1,10 @@
 """ingest: make every source available at a location every node can read.
 
 Input: pending source rows with ``src_path`` (a local file, or an object on object storage) or
-``src_url`` (to download). A download goes into the output location's ``download_dir``: with a
-local output folder directly (yt-dlp writes there); with object storage, yt-dlp works in this
-node's scratch directory and the finished file is uploaded, its completion marker last, so any
-node can fetch it and a rerun reuses it without the network.
+``src_url`` (to download). yt-dlp works in this node's scratch directory; the finished file is
+then stored in the output location's ``download_dir`` (renamed into a local folder, uploaded to
+object storage), its completion marker last, so any node can read it and a rerun reuses it
+without the network. What yt-dlp leaves in scratch is removed.
 Output columns: ``src_path`` (local file or object URI), ``src_size_bytes`` and, for downloads,
 the source metadata yt-dlp reports (title, uploader, upload date, licence, duration, extractor).
 Reason codes: ``missing_file`` (local path gone), ``empty_file`` (zero bytes),
@@ -97,8 +97,6 @@ class Ingest:
     def _download(self, url: str, source_id: str) -> Outcome:
         from stages import download  # yt-dlp import is slow: only when needed
 
-        if self.storage.is_local:
-            return download.download(url, source_id, self.storage.local_path(self.config.download_dir), self.config)
         marker = f"{self.config.download_dir}/{download.marker_name(source_id)}"
         if self.storage.exists(marker):  # finished by an earlier run
             record = self.storage.read_json(marker)

@@ -345,3 +345,29 @@ def test_unknown_search_prefix_fails_fast() -> None:
     with pytest.raises(ValueError, match="no yt-dlp extractor"):
         dl.expand_search("nosuchsitesearch3:x", IngestConfig())
     assert time.monotonic() - start < 10.0
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_downloads_work_in_scratch_and_land_in_the_output_for_every_node(
+    where: str, server: _State, tmp_path: Path, request, monkeypatch
+) -> None:
+    from stages.storage import SCRATCH_ENV, Storage
+
+    scratch = tmp_path / "scratch"
+    monkeypatch.setenv(SCRATCH_ENV, str(scratch))
+    if where == "s3":
+        request.getfixturevalue("s3_server")
+        output = f"s3://javis-test/{tmp_path.name}/out"
+    else:
+        output = str(tmp_path / "out")
+    url = server.url("clip.mp4")
+    table = conform([source_row(id=_sid(url), input=url, src_url=url, src_path=None)])
+    row = apply_stage(Ingest(FAST, output), table, "cfg").to_pylist()[0]
+    store = Storage(output)
+    assert row[Col.SRC_PATH] == store.location(f"media/raw/{_sid(url)}.mp4")
+    assert store.size(f"media/raw/{_sid(url)}.mp4") == row[Col.SRC_SIZE_BYTES]
+    assert store.exists(f"media/raw/{_sid(url)}.ingest.json")  # the completion marker, written last
+    assert not [p for p in scratch.rglob("*") if p.is_file()]  # nothing left in scratch
+    hits = sum(server.hits.values())
+    again = apply_stage(Ingest(FAST, output), table, "cfg").to_pylist()[0]  # a rerun: from the output
+    assert again[Col.SRC_PATH] == row[Col.SRC_PATH] and sum(server.hits.values()) == hits
