@@ -45,6 +45,12 @@ def is_uri(location: str) -> bool:
 
 
 def _open(location: str) -> tuple[pafs.FileSystem, str]:
+    if is_uri(location) and "@" in location.split("://", 1)[1].split("/", 1)[0]:
+        # pyarrow would take s3://key:secret@bucket: it would then sit in manifests and logs
+        raise ValueError(
+            f"credentials in {location.split('@')[0]}@...: put them in the environment (AWS_ACCESS_KEY_ID, "
+            "~/.aws, an instance role), not in the location"
+        )
     if not is_uri(location):
         local = location[len("file://") :] if location.startswith("file://") else location
         return pafs.LocalFileSystem(), os.path.abspath(local)

@@ -21,6 +21,8 @@ def test_uris_and_paths():
     assert is_uri("s3://bucket/x") and is_uri("gs://b") and is_uri("memory://x")
     assert not is_uri("/data/out") and not is_uri("out/run1") and not is_uri("file:///data/out")
     assert Storage("file:///tmp/x").local_path("a/b") == "/tmp/x/a/b"
+    with pytest.raises(ValueError, match="in the environment"):  # they would end up in manifests and logs
+        Storage("s3://AKIAKEY:secret@bucket/out")
 
 
 def test_write_read_list_delete(storage):
