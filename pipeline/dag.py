@@ -169,7 +169,7 @@ def _filter_spec(name: str, cls: Any, decide: Callable, ran_column: str) -> Stag
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("ingest", Ingest, lambda c, out: Ingest(c.ingest, out)),
     StageSpec("probe", Probe, lambda c, out: Probe(c.probe)),
-    StageSpec("scene_cut", SceneCut, lambda c, out: SceneCut(c.scene_cut, pack_plan(c))),
+    StageSpec("scene_cut", SceneCut, lambda c, out: SceneCut(c.scene_cut, pack_plan(c), out)),
     StageSpec("clip_length", ClipLength, lambda c, out: ClipLength(c.clip_length)),
     StageSpec("sound", Sound, lambda c, out: Sound(c.sound)),
     *(_filter_spec(*f) for f in FILTERS),

@@ -136,7 +136,12 @@ def write_outputs(out: Storage | str, ledger_rows: pa.Table, output_config: Any)
     def ledger(prefix: str) -> None:
         files["ledger"] = [put(conform(rows, LEDGER_SCHEMA), prefix, "ledger")]
 
-    for name, fill in ((SOURCES_DIR, sources), (SHARDS_DIR, shards), (REJECTIONS_DIR, rejections), (LEDGER_DIR, ledger)):
+    for name, fill in (
+        (SOURCES_DIR, sources),
+        (SHARDS_DIR, shards),
+        (REJECTIONS_DIR, rejections),
+        (LEDGER_DIR, ledger),
+    ):
         _replace_dir(storage, name, generation, fill)
     return files
 
@@ -175,14 +180,20 @@ def output_files(out: Storage | str, directory: str) -> list[str]:
 
 def prune_media(out: Storage | str, rows: pa.Table, clips_dir: str, keep_rejected: bool) -> int:
     """Delete clip files no accepted row points at (rejected clips unless kept, and the
-    ``.part`` files a killed run left behind). Returns the number of files removed."""
+    ``.part`` files a killed run left behind). Returns the number of files removed.
+    Thumbnails (``thumb_path``) of every clip, rejected or not, are kept, even in ``clips_dir``."""
     storage = as_storage(out)
     keep = set()
-    for kind, state, path in zip(
-        rows.column(Col.KIND).to_pylist(), rows.column(Col.STATE).to_pylist(), rows.column(Col.MEDIA_PATH).to_pylist()
+    for kind, state, path, thumb in zip(
+        rows.column(Col.KIND).to_pylist(),
+        rows.column(Col.STATE).to_pylist(),
+        rows.column(Col.MEDIA_PATH).to_pylist(),
+        rows.column(Col.THUMB_PATH).to_pylist(),
     ):
         if kind == Kind.CLIP and path and (state == State.ACCEPTED or keep_rejected):
             keep.add(path)
+        if kind == Kind.CLIP and thumb:
+            keep.add(thumb)
     removed = 0
     for rel in storage.list_files(clips_dir):
         if rel not in keep:

@@ -7,7 +7,9 @@ self-describing. The output tables (sources, shards, rejections, ledger) are pro
 the work rows.
 
 Fields whose metadata holds ``metric=1`` are raw scores: ``javis audit`` reports them and
-``refilter``-style tools may re-threshold them without recomputation.
+``refilter``-style tools may re-threshold them without recomputation. Fields whose metadata
+holds ``component_of=<metric column>`` explain a score: the parts it was computed from (e.g.
+the image-quality sub-scores behind ``aesthetic_iq_mean``); ``component_columns`` lists them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.2.0"
+SCHEMA_VERSION = "1.3.0"
 _VERSION_KEY = b"javis.schema_version"
 
 
@@ -57,6 +59,8 @@ class Col:
     ERROR_MESSAGE = "error_message"
     ATTEMPT = "attempt"
     UPDATED_AT = "updated_at"
+    RUN_ID = "run_id"  # the `javis run` invocation that decided the row (manifest: run_id / run_ids)
+    THUMB_PATH = "thumb_path"  # clip: a JPEG strip of 3 frames (10/50/90 %), relative to the output folder
     # ingest
     SRC_URL = "src_url"
     SRC_PATH = "src_path"
@@ -106,6 +110,10 @@ class Col:
     CUT_VIDEO_DURATION_S = "cut_video_duration_s"
     CUT_AUDIO_DURATION_S = "cut_audio_duration_s"
     CUT_AV_DIFF_S = "cut_av_diff_s"
+    CUT_MAX_FRAME_S = "cut_max_frame_s"  # the longest video frame: av_mismatch's threshold is max_av_diff_frames of it
+    CUT_IS_VFR = "cut_is_vfr"  # the encoded clip's video has a variable frame rate
+    CUT_AUDIO_SAMPLE_RATE_HZ = "cut_audio_sample_rate_hz"  # the encoded clip's audio
+    CUT_AUDIO_CHANNELS = "cut_audio_channels"
     CUT_FFMPEG_VERSION = "cut_ffmpeg_version"  # the FFmpeg that encoded the clip (its -version line)
     # sound
     SOUND_MEAN_DBFS = "sound_mean_dbfs"
@@ -120,6 +128,11 @@ class Col:
     AESTHETIC_LAION_MIN = "aesthetic_laion_min"
     AESTHETIC_IQ_MEAN = "aesthetic_iq_mean"  # image-quality score, 0-10 (not an aesthetic model)
     AESTHETIC_IQ_MIN = "aesthetic_iq_min"
+    # the image-quality score's sub-scores (0-1, mean over the sampled frames; see stages/aesthetic.py)
+    AESTHETIC_IQ_SHARPNESS = "aesthetic_iq_sharpness"
+    AESTHETIC_IQ_EXPOSURE = "aesthetic_iq_exposure"
+    AESTHETIC_IQ_CONTRAST = "aesthetic_iq_contrast"
+    AESTHETIC_IQ_COLOUR = "aesthetic_iq_colour"
     # motion
     MOTION_BACKEND = "motion_backend"
     MOTION_FLOW_MEAN = "motion_flow_mean"  # mean flow magnitude, normalised (see stages/motion.py)
@@ -165,8 +178,11 @@ class Col:
 _STRING_LIST = pa.list_(pa.field("element", pa.string()))
 
 
-def _field(name: str, dtype: pa.DataType, metric: bool = False) -> pa.Field:
-    return pa.field(name, dtype, nullable=True, metadata={b"metric": b"1"} if metric else None)
+def _field(name: str, dtype: pa.DataType, metric: bool = False, component_of: str | None = None) -> pa.Field:
+    metadata = {b"metric": b"1"} if metric else {}
+    if component_of:
+        metadata[b"component_of"] = component_of.encode()
+    return pa.field(name, dtype, nullable=True, metadata=metadata or None)
 
 
 _LEDGER_FIELDS = [
@@ -187,6 +203,7 @@ _LEDGER_FIELDS = [
     _field(Col.ERROR_MESSAGE, pa.string()),
     _field(Col.ATTEMPT, pa.int32()),
     _field(Col.UPDATED_AT, pa.timestamp("us", tz="UTC")),
+    _field(Col.RUN_ID, pa.string()),
 ]
 
 _SOURCE_FIELDS = [
@@ -232,12 +249,17 @@ _CLIP_FIELDS = [
     _field(Col.MEDIA_SIZE_BYTES, pa.int64()),
     _field(Col.MEDIA_SHA256, pa.string()),
     _field(Col.MEDIA_BYTES, pa.large_binary()),
+    _field(Col.THUMB_PATH, pa.string()),
     _field(Col.CUT_WIDTH, pa.int32()),
     _field(Col.CUT_HEIGHT, pa.int32()),
     _field(Col.CUT_FPS, pa.float64()),
     _field(Col.CUT_VIDEO_DURATION_S, pa.float64(), metric=True),
     _field(Col.CUT_AUDIO_DURATION_S, pa.float64(), metric=True),
     _field(Col.CUT_AV_DIFF_S, pa.float64(), metric=True),
+    _field(Col.CUT_MAX_FRAME_S, pa.float64(), component_of=Col.CUT_AV_DIFF_S),
+    _field(Col.CUT_IS_VFR, pa.bool_()),
+    _field(Col.CUT_AUDIO_SAMPLE_RATE_HZ, pa.int32()),
+    _field(Col.CUT_AUDIO_CHANNELS, pa.int32()),
     _field(Col.CUT_FFMPEG_VERSION, pa.string()),
     _field(Col.SOUND_MEAN_DBFS, pa.float64(), metric=True),
     _field(Col.SOUND_PEAK_DBFS, pa.float64(), metric=True),
@@ -248,6 +270,10 @@ _CLIP_FIELDS = [
     _field(Col.AESTHETIC_LAION_MIN, pa.float64(), metric=True),
     _field(Col.AESTHETIC_IQ_MEAN, pa.float64(), metric=True),
     _field(Col.AESTHETIC_IQ_MIN, pa.float64(), metric=True),
+    _field(Col.AESTHETIC_IQ_SHARPNESS, pa.float64(), component_of=Col.AESTHETIC_IQ_MEAN),
+    _field(Col.AESTHETIC_IQ_EXPOSURE, pa.float64(), component_of=Col.AESTHETIC_IQ_MEAN),
+    _field(Col.AESTHETIC_IQ_CONTRAST, pa.float64(), component_of=Col.AESTHETIC_IQ_MEAN),
+    _field(Col.AESTHETIC_IQ_COLOUR, pa.float64(), component_of=Col.AESTHETIC_IQ_MEAN),
     _field(Col.MOTION_BACKEND, pa.string()),
     _field(Col.MOTION_FLOW_MEAN, pa.float64(), metric=True),
     _field(Col.MOTION_MOVING_FRACTION, pa.float64(), metric=True),
@@ -309,6 +335,7 @@ REJECTION_SCHEMA = _versioned(
         for name in (
             Col.ID, Col.KIND, Col.SOURCE_ID, Col.INPUT, Col.STAGE, Col.REASON, Col.METRIC, Col.VALUE,
             Col.THRESHOLD, Col.DETAIL, Col.BACKEND, Col.CONFIG_HASH, Col.CLIP_START_S, Col.CLIP_END_S, Col.UPDATED_AT,
+            Col.RUN_ID, Col.THUMB_PATH,
         )
     ],
     "rejections",
@@ -379,6 +406,11 @@ def schema_version(schema: pa.Schema) -> str | None:
 def metric_columns(schema: pa.Schema = WORK_SCHEMA) -> list[str]:
     """Names of the raw-score columns, in schema order."""
     return [f.name for f in schema if (f.metadata or {}).get(b"metric") == b"1"]
+
+
+def component_columns(schema: pa.Schema = WORK_SCHEMA) -> dict[str, str]:
+    """Columns that explain a score, each mapped to the metric column it explains (schema order)."""
+    return {f.name: f.metadata[b"component_of"].decode() for f in schema if b"component_of" in (f.metadata or {})}
 
 
 def conform(rows: Iterable[Mapping[str, Any]] | pa.Table, schema: pa.Schema = WORK_SCHEMA) -> pa.Table:

@@ -11,9 +11,14 @@ its own columns so a score on one scale is never read as a score on the other:
 * ``image_quality`` (CPU default, no weights): NOT an aesthetic model. A transparent 0-10 score
   from signal measures (sharpness, exposure, contrast, colourfulness) on a fixed-size downscale;
   formulas in :func:`frame_measures` / :func:`image_quality_score` and docs/filters/aesthetic.md.
-  Columns ``aesthetic_iq_mean`` / ``_min``; reason ``low_image_quality``.
+  Columns ``aesthetic_iq_mean`` / ``_min`` and, to explain them, the four sub-scores
+  ``aesthetic_iq_sharpness`` / ``_exposure`` / ``_contrast`` / ``_colour`` (0-1, each the mean over
+  the sampled frames; the score combines them per frame, so for one frame
+  ``iq = 10 * cbrt(sharpness * exposure * contrast) * (0.75 + 0.25 * colour)`` exactly, and for
+  several the means only explain it). Reason ``low_image_quality``.
 
-Both write ``aesthetic_backend`` (name + formula version / weights hash). A clip without video
+Both write ``aesthetic_backend`` (name + formula version / weights hash); the LAION backend has
+no components (its sub-score columns stay null). A clip without video
 frames is rejected as ``no_frames``: no rerun can score it.
 """
 
@@ -147,14 +152,27 @@ def sub_scores(m: FrameMeasures) -> dict[str, float]:
     }
 
 
-def image_quality_score(frame: np.ndarray) -> float:
+def combine_sub_scores(s: Mapping[str, float]) -> float:
     """0-10: 10 * cbrt(sharpness * exposure * contrast) * (1 - COLOUR_WEIGHT + COLOUR_WEIGHT * colour).
 
     The geometric mean makes any one defect (blur, black, flat) sink the frame, whatever the
     others; colour only lifts, so black-and-white footage loses at most COLOUR_WEIGHT."""
-    s = sub_scores(frame_measures(frame))
     defects = (s["sharpness"] * s["exposure"] * s["contrast"]) ** (1.0 / 3.0)
     return 10.0 * defects * (1.0 - COLOUR_WEIGHT + COLOUR_WEIGHT * s["colour"])
+
+
+def image_quality_score(frame: np.ndarray) -> float:
+    """One frame's image-quality score, 0-10 (:func:`combine_sub_scores` of its sub-scores)."""
+    return combine_sub_scores(sub_scores(frame_measures(frame)))
+
+
+#: sub-score -> the column that stores its mean over a clip's sampled frames
+SUB_SCORE_COLUMNS = {
+    "sharpness": Col.AESTHETIC_IQ_SHARPNESS,
+    "exposure": Col.AESTHETIC_IQ_EXPOSURE,
+    "contrast": Col.AESTHETIC_IQ_CONTRAST,
+    "colour": Col.AESTHETIC_IQ_COLOUR,
+}
 
 
 class ImageQualityScore:
@@ -168,7 +186,14 @@ class ImageQualityScore:
 
     def score(self, frames: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 RGB -> (N,) scores."""
-        return np.array([image_quality_score(f) for f in frames], dtype=np.float64)
+        return self.score_and_components(frames)[0]
+
+    def score_and_components(self, frames: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """(N, H, W, 3) uint8 RGB -> (N,) scores, and each sub-score's mean over the N frames
+        (by its column name), from one measurement of each frame."""
+        parts = [sub_scores(frame_measures(f)) for f in frames]
+        scores = np.array([combine_sub_scores(p) for p in parts], dtype=np.float64)
+        return scores, {col: float(np.mean([p[key] for p in parts])) for key, col in SUB_SCORE_COLUMNS.items()}
 
 
 # --- LAION: CLIP ViT-L/14 + aesthetic MLP ------------------------------------------------------
@@ -285,6 +310,10 @@ class ClipLaionAesthetic:
             raise ValueError(f"the LAION aesthetic head returned non-finite scores: {result}")
         return result
 
+    def score_and_components(self, frames: np.ndarray) -> tuple[np.ndarray, dict[str, float]]:
+        """The scores; a learned head has no stored components."""
+        return self.score(frames), {}
+
 
 # --- the decision and the stage ------------------------------------------------------------------
 
@@ -327,7 +356,8 @@ class Aesthetic:
     """Scores sampled frames of a clip (input: ``decoded``) with the configured backend.
 
     Output: ``aesthetic_backend`` and the backend's ``*_mean`` / ``*_min`` columns (the other
-    backend's stay None). Reasons: ``low_image_quality``, ``low_aesthetic``, ``no_frames``."""
+    backend's stay None), and the image-quality sub-scores (``aesthetic_iq_sharpness`` ...,
+    image_quality only). Reasons: ``low_image_quality``, ``low_aesthetic``, ``no_frames``."""
 
     name: ClassVar[str] = "aesthetic"
     unit: ClassVar[str] = Kind.CLIP
@@ -339,6 +369,7 @@ class Aesthetic:
         Col.AESTHETIC_LAION_MIN,
         Col.AESTHETIC_IQ_MEAN,
         Col.AESTHETIC_IQ_MIN,
+        *SUB_SCORE_COLUMNS.values(),
     )
 
     @staticmethod
@@ -367,8 +398,9 @@ class Aesthetic:
         columns: dict[str, Any] = {c: None for c in self.produces}
         columns[Col.AESTHETIC_BACKEND] = self.backend_id
         if len(frames) > 0:
-            scores = self.backend.score(frames)
+            scores, components = self.backend.score_and_components(frames)
             mean_col, min_col, _, _ = _COLUMNS[self.config.backend]
             columns[mean_col] = float(scores.mean())
             columns[min_col] = float(scores.min())
+            columns.update(components)
         return Outcome(columns=columns, rejection=decide(self.config, columns))

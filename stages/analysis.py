@@ -15,7 +15,11 @@ decoders (PyAV). Each video frame is used three ways, in the same pass:
 * **frames at positions** (aesthetic, OCR: "the frame at 10/50/90 % of the clip") cannot be
   chosen before the clip's end is known. Candidates (*stills*) are kept on a grid of
   ``still_fps``, in YUV 4:2:0 at each need's size (half the bytes of RGB); a closed piece takes,
-  for each position, the still nearest to it (at most half a grid step away).
+  for each position, the still nearest to it (at most half a grid step away). With a plan's
+  ``thumb_height``, every piece (short ones too) also gets a JPEG strip of its frames at
+  10/50/90 % (:mod:`stages.thumbnail`), picked the same way from a position need's stills (the
+  smallest at least the thumbnail's size, scaled down) or, with no such need, from a still grid
+  of the thumbnail's own size.
 
 The audio stream, decoded in the same pass, feeds two buffers of the open scene: per-sample
 power and peak at the source's own rate over every channel (the sound check's loudness, exactly
@@ -52,10 +56,11 @@ import cv2
 import numpy as np
 
 from stages.decode import AUDIO_RATE_HZ, DecodedClip, FrameNeed, Loudness, scaled_size
+from stages.thumbnail import THUMB_POSITIONS, strip_jpeg, thumb_sampler_size
 
 log = logging.getLogger(__name__)
 
-# About 490 lines, over the house 400: the pass, its segmentation, its samplers and its audio
+# About 550 lines, over the house 400: the pass, its segmentation, its samplers and its audio
 # buffers share the open scene's state and read best together; each function stays short.
 
 DETECT_INTERPOLATION = "POINT"  # samples like PySceneDetect's resize (see the docstring)
@@ -66,6 +71,7 @@ MAX_BAD_PACKETS = 50  # consecutive undecodable packets of a stream before the s
 # interleave within a second or two, while the audio of a source whose sound stops early never
 # comes (its pieces then hold at most this much more of stills and audio in memory)
 AUDIO_WAIT_S = 30.0
+THUMB_SAMPLER = "_thumbnail"  # the thumbnails' own still grid, when no need's fits (not a need name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +95,7 @@ class PackPlan:
     still_fps: float = 2.0  # candidate frames per second for position needs
     min_clip_s: float = 0.0  # shorter pieces get no pack: clip_length rejects them next
     max_piece_s: float = math.inf
+    thumb_height: int | None = None  # a JPEG strip of every piece this high (stages.thumbnail); None: none
 
     def __post_init__(self) -> None:
         names = [n.name for n in self.needs]
@@ -111,6 +118,7 @@ class Piece:
     start_s: float
     end_s: float
     pack: DecodedClip | None
+    thumbnail: bytes | None = None  # JPEG strip (stages.thumbnail), when the plan asks for one
 
     @property
     def duration_s(self) -> float:
@@ -339,6 +347,10 @@ class SourceAnalysis:
                 self.samplers[need.name] = _Sampler(need.fps, w, h, "gray" if need.gray else "rgb24")
             else:
                 self.samplers[need.name] = _Sampler(self.plan.still_fps, w, h, "yuv420p")
+        self.thumb_source: str | None = None  # the sampler whose stills make the thumbnails
+        if self.plan.thumb_height:
+            self.thumb_size = thumb_sampler_size(width, height, self.rotation_deg, self.plan.thumb_height)
+            self.thumb_source = self._thumb_source()
         self.segmenter = Segmenter(self.plan.max_piece_s)
         self.loud, self.audio16 = _AudioBuffer(), _AudioBuffer()
         self.audio_until_s = 0.0  # absolute time up to which audio is decoded
@@ -462,7 +474,39 @@ class SourceAnalysis:
     def _piece(self, scene: int, piece: int, start_s: float, end_s: float) -> Piece:
         rate = float(self.frame_rate)
         pack = self._pack(start_s, end_s) if end_s - start_s >= self.plan.min_clip_s else None
-        return Piece(scene, piece, round(start_s * rate), round(end_s * rate), start_s, end_s, pack)
+        thumbnail = self._thumbnail(start_s, end_s) if self.thumb_source is not None else None
+        return Piece(scene, piece, round(start_s * rate), round(end_s * rate), start_s, end_s, pack, thumbnail)
+
+    def _thumb_source(self) -> str:
+        """The position need whose stills are the smallest at least the thumbnail's size (scaling
+        three of them down per piece costs less than scaling every still of a grid of our own)."""
+        width, height = self.thumb_size
+        fits = [
+            (sampler.width * sampler.height, need.name)
+            for need in self.plan.needs
+            if need.positions and (sampler := self.samplers[need.name]).width >= width and sampler.height >= height
+        ]
+        if fits:
+            return min(fits)[1]
+        self.samplers[THUMB_SAMPLER] = _Sampler(self.plan.still_fps, width, height, "yuv420p")
+        return THUMB_SAMPLER
+
+    def _thumbnail(self, start_s: float, end_s: float) -> bytes | None:
+        """The piece's strip, each position taking the nearest still (a piece shorter than the
+        still grid's step has none of its own: the nearest one held)."""
+        sampler = self.samplers[self.thumb_source]
+        times, stills = sampler.take(start_s, end_s)
+        if not times:
+            times, stills = sampler.times, sampler.arrays
+        if not times:
+            return None
+        frames = []
+        for i in (_nearest(times, start_s + p * (end_s - start_s)) for p in THUMB_POSITIONS):
+            frame = cv2.cvtColor(stills[i], cv2.COLOR_YUV2RGB_I420)  # BT.601, a third of libswscale's time
+            if (sampler.width, sampler.height) != self.thumb_size:
+                frame = cv2.resize(frame, self.thumb_size, interpolation=cv2.INTER_AREA)
+            frames.append(_rotate(frame, self.rotation_deg))
+        return strip_jpeg(frames)
 
     def _pack(self, start_s: float, end_s: float) -> DecodedClip:
         duration = end_s - start_s

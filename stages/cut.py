@@ -12,10 +12,19 @@ Clip times count from the video stream's first timestamp, FFmpeg's ``-ss`` from 
 start (the earliest stream): the difference is added, or a source whose video starts after its
 audio would be cut a frame early.
 
+The encode keeps the source's frame timestamps (``-fps_mode passthrough``: no frame is
+duplicated or dropped to reach a constant rate), so a variable-frame-rate source makes a
+variable-frame-rate clip; the audio keeps the source's sample rate and channels (no ``-ar`` /
+``-ac``). Trainers read both from the clip's columns, measured on the encoded file.
+
 Output columns: ``media_path`` (relative to the output folder), ``media_size_bytes``,
 ``media_sha256`` or, with ``embed_media``, ``media_bytes`` instead of a file; ``cut_width``,
-``cut_height`` (after rotation), ``cut_fps``, and the measured ``cut_video_duration_s``,
-``cut_audio_duration_s`` and their difference ``cut_av_diff_s``.
+``cut_height`` (after rotation), ``cut_fps`` (the video stream's average rate), ``cut_is_vfr``
+(its frame timestamps are not evenly spaced: the spread of the gaps between them exceeds
+``VFR_TOLERANCE`` of their median, probe's rule), ``cut_audio_sample_rate_hz``,
+``cut_audio_channels`` (null without audio), and the measured ``cut_video_duration_s``,
+``cut_audio_duration_s`` and their difference ``cut_av_diff_s``, and ``cut_max_frame_s``, the
+longest video frame (the unit of the A/V tolerance, so the decision can be recomputed from the row).
 Reason code: ``av_mismatch`` (audio and video durations differ by more than
 ``max_av_diff_frames`` video frames, e.g. a source whose audio track ends early).
 FFmpeg errors are ``failed`` rows.
@@ -35,20 +44,21 @@ import av
 from schemas import Col, Kind
 from stages.base import Outcome, passed, rejected
 from stages.ffmpeg import ffmpeg_version, run_ffmpeg
-from stages.probe import stream_timing
+from stages.probe import frame_durations_vary, stream_timing
 from stages.storage import Storage, local_copy, scratch_dir
 
 SEEK_MARGIN_FRAMES = 0.25
 AV_TOLERANCE_S = 1e-6  # timestamp arithmetic: a difference of exactly the allowed frames is allowed
+VFR_TOLERANCE = 0.05  # relative spread of frame durations above which a clip is VFR (probe.vfr_tolerance's default)
 
 
 @dataclasses.dataclass(frozen=True)
 class CutConfig:
     clips_dir: str = "media/clips"  # relative to the output folder: <clips_dir>/<source_id>/<clip_id>.mp4
     embed_media: bool = False  # store clip bytes in the Parquet rows instead of files
-    x264_preset: str = "veryfast"
+    x264_preset: str = "veryfast"  # libx264 speed/size trade-off (ultrafast ... veryslow)
     crf: int = 18  # visually lossless for training data
-    audio_bitrate_kbps: int = 192
+    audio_bitrate_kbps: int = 192  # AAC bitrate of the encoded clip
     threads: int = 0  # FFmpeg threads per clip (0: FFmpeg decides)
     max_av_diff_frames: float = 1.0  # tolerated |audio - video| duration, in video frames
     timeout_s: float = 600.0  # per clip
@@ -100,7 +110,8 @@ def ffmpeg_cut_args(
 
 
 def measure_clip(media: str | bytes) -> tuple[dict[str, Any], float]:
-    """Size, frame rate and durations of a written clip, without decoding video.
+    """Size, frame rate (and whether it varies), audio format and durations of a written clip,
+    without decoding anything.
 
     Video: from packet timestamps (first frame to the end of the last frame). Audio: the track
     duration the MP4 muxer recorded, which excludes the encoder's priming and padding samples
@@ -113,6 +124,8 @@ def measure_clip(media: str | bytes) -> tuple[dict[str, Any], float]:
         fps = float(video.average_rate or video.guessed_rate or 0) or None
         audio = container.streams.audio[0] if container.streams.audio else None
         audio_s = float(audio.duration * audio.time_base) if audio and audio.duration else None
+        sample_rate = audio.codec_context.sample_rate if audio else None
+        channels = audio.codec_context.channels if audio else None
     if isinstance(source, io.BytesIO):
         source.seek(0)
     timing = stream_timing(source)
@@ -123,6 +136,9 @@ def measure_clip(media: str | bytes) -> tuple[dict[str, Any], float]:
         Col.CUT_WIDTH: width,
         Col.CUT_HEIGHT: height,
         Col.CUT_FPS: fps,
+        Col.CUT_IS_VFR: frame_durations_vary(list(timing.video_pts), VFR_TOLERANCE),
+        Col.CUT_AUDIO_SAMPLE_RATE_HZ: sample_rate,
+        Col.CUT_AUDIO_CHANNELS: channels,
         Col.CUT_VIDEO_DURATION_S: video_s,
         Col.CUT_AUDIO_DURATION_S: audio_s,
         Col.CUT_AV_DIFF_S: abs(audio_s - video_s) if audio_s else None,
@@ -148,9 +164,13 @@ class Cut:
         Col.CUT_WIDTH,
         Col.CUT_HEIGHT,
         Col.CUT_FPS,
+        Col.CUT_IS_VFR,
+        Col.CUT_AUDIO_SAMPLE_RATE_HZ,
+        Col.CUT_AUDIO_CHANNELS,
         Col.CUT_VIDEO_DURATION_S,
         Col.CUT_AUDIO_DURATION_S,
         Col.CUT_AV_DIFF_S,
+        Col.CUT_MAX_FRAME_S,
         Col.CUT_FFMPEG_VERSION,
     )
 
@@ -169,7 +189,9 @@ class Cut:
         try:
             with local_copy(row[Col.SRC_PATH], scratch_dir()) as src:
                 offset = video_start_offset_s(src)
-                args = ffmpeg_cut_args(src, str(tmp), row[Col.CLIP_START_S], row[Col.CLIP_END_S], fps, self.config, offset)
+                args = ffmpeg_cut_args(
+                    src, str(tmp), row[Col.CLIP_START_S], row[Col.CLIP_END_S], fps, self.config, offset
+                )
                 run_ffmpeg(args, timeout_s=self.config.timeout_s)
             data = tmp.read_bytes()
             if self.config.embed_media:
@@ -193,6 +215,7 @@ class Cut:
         measured, max_frame_s = measure_clip(data)
         columns.update(measured)
         frame_s = max_frame_s or 1.0 / (measured[Col.CUT_FPS] or row[Col.PROBE_FPS] or 25.0)
+        columns[Col.CUT_MAX_FRAME_S] = frame_s  # stored: the decision's threshold depends on it
         threshold = self.config.max_av_diff_frames * frame_s
         diff = columns[Col.CUT_AV_DIFF_S]
         if diff is not None and diff > threshold + AV_TOLERANCE_S:

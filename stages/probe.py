@@ -71,12 +71,14 @@ class StreamTiming:
 
     duration_s: dict[str, float]
     max_video_frame_s: float  # the longest video frame: "one frame" for variable frame rates
+    video_pts: tuple[int, ...] = ()  # every video packet's timestamp, in decode order
 
 
 def stream_timing(path_or_file: Any) -> StreamTiming:
     """Demux only (no decode) and measure every audio and video stream."""
     spans: dict[str, list[float]] = {}
     max_frame = 0.0
+    video_pts: list[int] = []
     with av.open(path_or_file) as container:
         streams = [s for s in container.streams if s.type in ("video", "audio")]
         for packet in container.demux(streams):
@@ -87,9 +89,10 @@ def stream_timing(path_or_file: Any) -> StreamTiming:
             length = float((packet.duration or 0) * tb)
             if packet.stream.type == "video":
                 max_frame = max(max_frame, length)
+                video_pts.append(packet.pts)
             span = spans.setdefault(packet.stream.type, [start, start + length])
             span[0], span[1] = min(span[0], start), max(span[1], start + length)
-    return StreamTiming({kind: end - start for kind, (start, end) in spans.items()}, max_frame)
+    return StreamTiming({kind: end - start for kind, (start, end) in spans.items()}, max_frame, tuple(video_pts))
 
 
 def _video_facts(container: av.container.InputContainer, config: ProbeConfig) -> dict[str, Any]:

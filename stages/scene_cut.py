@@ -16,12 +16,22 @@ column (none for pieces shorter than ``clip_length.min_clip_s``: they are reject
 Reason code: ``no_frames``. A source whose decode breaks down (a run of undecodable packets)
 is ``failed``; the clips it already emitted are discarded with it and it is retried.
 
+Thumbnails (``thumbnails``, on by default): every candidate clip, the ones rejected later
+included, gets a JPEG strip of its frames at 10/50/90 %, ``thumb_height`` px high, made from
+stills of the same decode (:mod:`stages.thumbnail`) and stored at
+``<thumbs_dir>/<source_id>/<clip_id>.jpg`` of the output location (``thumb_path``, relative to
+it). Media pruning keeps them. A source whose stream fails deletes the thumbnails it wrote (its
+clips are discarded); one whose worker is killed leaves them, and its retry rewrites the same
+paths, since clip ids are deterministic (only a retry under other scene_cut settings could leave
+a file no row references).
+
 ``ClipLength`` (unit: clip) rejects pieces shorter than ``min_clip_s`` as ``too_short``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Generator
 from typing import Any, ClassVar
 
@@ -29,7 +39,7 @@ from pipeline import ids
 from schemas import INHERITED_COLUMNS, Col, Kind
 from stages.analysis import DetectorConfig, PackPlan, Piece, SourceAnalysis
 from stages.base import Outcome, passed, rejected
-from stages.storage import local_copy, scratch_dir
+from stages.storage import Storage, local_copy, scratch_dir
 
 DETECTORS = ("adaptive", "content")
 
@@ -43,6 +53,9 @@ class SceneCutConfig:
     downscale: int | None = None  # None: PySceneDetect's factor from the frame size (~256 px)
     max_clip_s: float = 60.0  # longer scenes are split (paper: 2-60 s clips)
     still_fps: float = 2.0  # candidate frames per second for the filters' "frame at 10 %" needs
+    thumbnails: bool = True  # a JPEG strip of every candidate clip's frames at 10/50/90 % (thumb_path)
+    thumb_height: int = 160  # px, even; the width follows the upright frame's aspect
+    thumbs_dir: str = "media/thumbs"  # relative to the output folder: <thumbs_dir>/<source_id>/<clip_id>.jpg
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -57,6 +70,13 @@ class SceneCutConfig:
             raise ValueError("scene_cut.max_clip_s must be > 0")
         if not 0.5 <= self.still_fps <= 30:
             raise ValueError("scene_cut.still_fps must be in [0.5, 30]")
+        if not 16 <= self.thumb_height <= 1080 or self.thumb_height % 2:
+            raise ValueError(f"scene_cut.thumb_height must be even and in [16, 1080], got {self.thumb_height}")
+        parts = os.path.normpath(self.thumbs_dir).split(os.sep)
+        if os.path.isabs(self.thumbs_dir) or parts[0] in (".", ".."):
+            raise ValueError(
+                f"scene_cut.thumbs_dir must be a relative subfolder like 'media/thumbs', got {self.thumbs_dir!r}"
+            )
 
     def detector_config(self) -> DetectorConfig:
         return DetectorConfig(
@@ -124,22 +144,40 @@ class SceneCut:
         Col.CLIP_END_S,
         Col.CLIP_DURATION_S,
         Col.DECODED,
+        Col.THUMB_PATH,
     )
 
-    def __init__(self, config: SceneCutConfig, plan: PackPlan | None = None) -> None:
+    def __init__(self, config: SceneCutConfig, plan: PackPlan | None = None, output_dir: str | None = None) -> None:
+        """``output_dir``: where thumbnails go (none are made without it)."""
         self.config = config
+        self.storage = Storage(output_dir) if output_dir is not None and config.thumbnails else None
         plan = plan or PackPlan(loudness=True)
-        self.plan = dataclasses.replace(plan, still_fps=config.still_fps, max_piece_s=config.max_clip_s)
+        thumb_height = config.thumb_height if self.storage is not None else None
+        self.plan = dataclasses.replace(
+            plan, still_fps=config.still_fps, max_piece_s=config.max_clip_s, thumb_height=thumb_height
+        )
 
     def stream(self, row: dict[str, Any]) -> Generator[dict[str, Any], None, Outcome]:
         """Yield each clip row as its scene closes; return the source's outcome."""
         inherited = {c: row.get(c) for c in INHERITED_COLUMNS}
         num_clips = 0
-        with local_copy(row[Col.SRC_PATH], scratch_dir()) as path:  # an object: fetched to this node
-            analysis = SourceAnalysis(path, self.config.detector_config(), self.plan, row[Col.PROBE_ROTATION_DEG] or 0)
-            for piece in analysis:
-                num_clips += 1
-                yield clip_row(row, piece, inherited)
+        thumbs: list[str] = []
+        try:
+            with local_copy(row[Col.SRC_PATH], scratch_dir()) as path:  # an object: fetched to this node
+                rotation = row[Col.PROBE_ROTATION_DEG] or 0
+                analysis = SourceAnalysis(path, self.config.detector_config(), self.plan, rotation)
+                for piece in analysis:
+                    num_clips += 1
+                    child = clip_row(row, piece, inherited)
+                    if piece.thumbnail is not None and self.storage is not None:
+                        child[Col.THUMB_PATH] = f"{self.config.thumbs_dir}/{row[Col.ID]}/{child[Col.ID]}.jpg"
+                        self.storage.write_bytes(child[Col.THUMB_PATH], piece.thumbnail)  # atomically
+                        thumbs.append(child[Col.THUMB_PATH])
+                    yield child
+        except Exception:  # the source fails: its emitted clips are discarded, so are their thumbnails
+            for rel in thumbs:
+                self.storage.delete(rel)
+            raise
         if not num_clips:
             return rejected("no_frames", detail="the decoder returned no frames", scene_detector=self.config.detector)
         return passed(

@@ -110,6 +110,40 @@ def test_only_accepted_clips_keep_media_files(demo_run):
     assert on_disk == set(read_shards(out).column(Col.MEDIA_PATH).to_pylist())
 
 
+def test_every_clip_keeps_a_thumbnail_strip_after_pruning(demo_run):
+    import cv2
+    import numpy as np
+
+    out, _, config = demo_run
+    clips = [r for r in read_ledger(out).to_pylist() if r[Col.KIND] == "clip"]
+    assert {r[Col.STATE] for r in clips} == {"accepted", "rejected"}  # rejected ones' media was pruned
+    for row in clips:
+        assert row[Col.THUMB_PATH] == f"{config.scene_cut.thumbs_dir}/{row[Col.SOURCE_ID]}/{row[Col.ID]}.jpg"
+        strip = cv2.imdecode(np.frombuffer((out / row[Col.THUMB_PATH]).read_bytes(), np.uint8), cv2.IMREAD_COLOR)
+        width, height = row[Col.PROBE_WIDTH], row[Col.PROBE_HEIGHT]
+        if row[Col.PROBE_ROTATION_DEG] in (90, 270):  # the strip is upright, as the clip
+            width, height = height, width
+        assert strip.shape[0] == 160 and strip.shape[1] % 3 == 0  # three frames, 160 px high
+        assert strip.shape[1] // 3 == pytest.approx(width * 160 / height, abs=1)
+    on_disk = {p.relative_to(out).as_posix() for p in (out / "media" / "thumbs").rglob("*") if p.is_file()}
+    assert on_disk == {r[Col.THUMB_PATH] for r in clips}
+    rejected = pq.read_table(out / "rejections" / "sound" / "rejections.parquet").to_pylist()
+    assert all((out / r[Col.THUMB_PATH]).is_file() for r in rejected)  # an auditor sees what was rejected
+
+
+def test_shards_carry_the_encoded_clips_audio_format_and_frame_rate(demo_run):
+    import av
+
+    out, _, _ = demo_run
+    for row in read_shards(out).to_pylist():
+        with av.open(str(out / row[Col.MEDIA_PATH])) as c:
+            audio, video = c.streams.audio[0].codec_context, c.streams.video[0]
+            assert row[Col.CUT_AUDIO_SAMPLE_RATE_HZ] == audio.sample_rate == row[Col.PROBE_AUDIO_SAMPLE_RATE_HZ]
+            assert row[Col.CUT_AUDIO_CHANNELS] == audio.channels == row[Col.PROBE_AUDIO_CHANNELS]
+            assert row[Col.CUT_FPS] == pytest.approx(float(video.average_rate))
+        assert row[Col.CUT_IS_VFR] == (Path(row[Col.INPUT]).name == "vfr.mp4")
+
+
 def test_rejections_record_stage_reason_value_threshold_and_config(demo_run):
     out, _, config = demo_run
     rejected = pq.read_table(out / "rejections" / "sound" / "rejections.parquet").to_pylist()

@@ -13,7 +13,7 @@ from pipeline.config import load_config
 from pipeline.outputs import read_ledger, read_shards
 from pipeline.refilter import NEEDS_RESCORE, refilter
 from pipeline.runner import run
-from schemas import Col
+from schemas import Col, component_columns
 
 FILTERED = {  # file -> clip outcomes in time order, with the quality filters on
     "three_scenes.mp4": ["accepted", "accepted", "static"],  # the last scene is still colour bars
@@ -60,6 +60,10 @@ def test_filters_reject_with_their_reasons_and_keep_scores(filtered_run):
         assert row[Col.AESTHETIC_IQ_MEAN] >= 3.0 and row[Col.AESTHETIC_LAION_MEAN] is None
         assert row[Col.MOTION_FLOW_MEAN] >= 0.003 and row[Col.SPEECH_RATIO] <= 0.2 and row[Col.OCR_NUM_REGIONS] <= 5
         assert row[Col.MOTION_BACKEND].startswith("opencv-dis")
+    # the image-quality rejection is explained by its stored sub-scores: black frames, no exposure
+    (black,) = [r for r in read_ledger(out).to_pylist() if r[Col.REASON] == "low_image_quality"]
+    assert black[Col.AESTHETIC_IQ_EXPOSURE] == 0.0 and black[Col.AESTHETIC_IQ_MEAN] == 0.0
+    assert all(0.0 <= black[c] <= 1.0 for c in component_columns() if c.startswith("aesthetic_iq_"))
 
 
 def test_decoded_media_never_reaches_the_outputs(filtered_run):

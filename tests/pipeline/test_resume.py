@@ -108,6 +108,7 @@ def test_a_source_whose_decode_breaks_midway_keeps_none_of_its_clips(samples, ra
             "accepted"
         ]
         assert not list((out / "media" / "clips" / broken[0][Col.ID]).glob("*"))  # its file was pruned
+        assert not list((out / "media" / "thumbs" / broken[0][Col.ID]).glob("*"))  # its thumbnail was removed
 
 
 def test_finished_rows_are_staged_in_parts_of_many_rows_but_never_held_long(tmp_path):

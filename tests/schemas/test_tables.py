@@ -43,3 +43,15 @@ def test_metric_columns_are_the_raw_scores():
     assert Col.ID not in metrics and Col.MEDIA_BYTES not in metrics
     assert Col.MEDIA_BYTES not in LEDGER_SCHEMA.names and Col.DECODED not in LEDGER_SCHEMA.names
     assert Col.DECODED not in CLIP_SCHEMA.names
+
+
+def test_component_columns_explain_metric_columns():
+    from schemas import REJECTION_SCHEMA, component_columns
+
+    components = component_columns(WORK_SCHEMA)
+    assert components[Col.AESTHETIC_IQ_EXPOSURE] == Col.AESTHETIC_IQ_MEAN
+    assert components[Col.CUT_MAX_FRAME_S] == Col.CUT_AV_DIFF_S
+    assert set(components.values()) <= set(metric_columns(WORK_SCHEMA))  # each explains a raw score
+    assert not set(components) & set(metric_columns(WORK_SCHEMA))  # and is not one itself
+    assert set(components) <= set(LEDGER_SCHEMA.names) and set(components) <= set(CLIP_SCHEMA.names)
+    assert Col.THUMB_PATH in REJECTION_SCHEMA.names  # a rejected clip's thumbnail, for auditors

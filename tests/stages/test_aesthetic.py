@@ -8,6 +8,7 @@ from schemas import Col
 from stages.aesthetic import (
     COLOUR_WEIGHT,
     COLOURFULNESS_FULL,
+    SUB_SCORE_COLUMNS,
     Aesthetic,
     AestheticConfig,
     colourfulness,
@@ -96,6 +97,35 @@ def test_good_frames_pass_and_fill_only_the_image_quality_columns():
     assert 0 <= cols[Col.AESTHETIC_IQ_MIN] <= cols[Col.AESTHETIC_IQ_MEAN] <= 10
     assert cols[Col.AESTHETIC_LAION_MEAN] is None and cols[Col.AESTHETIC_LAION_MIN] is None
     assert set(cols) == set(Aesthetic.produces)
+    assert all(0.0 <= cols[c] <= 1.0 for c in SUB_SCORE_COLUMNS.values())
+
+
+@pytest.mark.parametrize(
+    "frame", [_texture(5), cv2.GaussianBlur(_texture(6), (0, 0), 2), np.zeros((288, 512, 3), np.uint8)]
+)
+def test_stored_sub_scores_explain_the_score(frame):
+    """One frame: the stored sub-scores recombine to the stored score by the documented formula."""
+    cols = Aesthetic(IQ).process(_row(frame)).columns
+    parts = {key: cols[col] for key, col in SUB_SCORE_COLUMNS.items()}
+    assert all(0.0 <= v <= 1.0 for v in parts.values())
+    assert parts == pytest.approx(sub_scores(frame_measures(frame)))
+    recombined = 10 * (parts["sharpness"] * parts["exposure"] * parts["contrast"]) ** (1 / 3)
+    recombined *= 1 - COLOUR_WEIGHT + COLOUR_WEIGHT * parts["colour"]
+    assert recombined == pytest.approx(cols[Col.AESTHETIC_IQ_MEAN], abs=1e-9)
+    # several frames: each column is the mean of the frames' sub-scores
+    two = Aesthetic(IQ).process(_row(frame, _texture(7))).columns
+    other = sub_scores(frame_measures(_texture(7)))
+    for key, col in SUB_SCORE_COLUMNS.items():
+        assert two[col] == pytest.approx((parts[key] + other[key]) / 2)
+
+
+def test_sub_score_columns_are_components_of_the_iq_score():
+    from schemas import WORK_SCHEMA, component_columns
+
+    components = component_columns(WORK_SCHEMA)
+    assert {c: components[c] for c in SUB_SCORE_COLUMNS.values()} == dict.fromkeys(
+        SUB_SCORE_COLUMNS.values(), Col.AESTHETIC_IQ_MEAN
+    )
 
 
 @pytest.mark.parametrize(
@@ -269,6 +299,7 @@ def test_laion_stage_columns_and_low_aesthetic(tiny_laion):
     assert outcome.columns[Col.AESTHETIC_LAION_MEAN] == pytest.approx(5.0)
     assert outcome.columns[Col.AESTHETIC_LAION_MIN] == pytest.approx(5.0)
     assert outcome.columns[Col.AESTHETIC_IQ_MEAN] is None and outcome.columns[Col.AESTHETIC_IQ_MIN] is None
+    assert all(outcome.columns[c] is None for c in SUB_SCORE_COLUMNS.values())  # a learned head has no parts
     sha = hashlib.sha256((tiny_laion / "constant_head.pth").read_bytes()).hexdigest()[:8]
     assert outcome.columns[Col.AESTHETIC_BACKEND] == f"laion-mlp/sha256:{sha}+clip/tiny-clip"
     strict = Aesthetic(_laion_config(tiny_laion, head="constant_head.pth", min_laion_score=6.0))

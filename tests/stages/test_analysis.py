@@ -115,6 +115,23 @@ def test_pieces_shorter_than_the_minimum_get_no_pack(samples):
     assert pieces[0].pack is not None and pieces[1].pack is None
 
 
+def test_every_piece_gets_a_thumbnail_strip_even_one_shorter_than_the_still_grid(samples):
+    import cv2
+
+    need = FrameNeed("ocr", positions=(0.5,), max_side=320)  # 320x240 stills: scaled down to 214x160
+    plan = PackPlan(needs=(need,), loudness=True, min_clip_s=2.0, thumb_height=160)
+    analysis = SourceAnalysis(str(samples / "short_tail.mp4"), DetectorConfig(), plan)
+    pieces = iter(analysis)
+    first = next(pieces)  # the 3 s scene; the decoder holds stills of the next one
+    strip = cv2.imdecode(np.frombuffer(first.thumbnail, np.uint8), cv2.IMREAD_COLOR)
+    assert strip.shape == (160, 3 * 214, 3) and analysis.thumb_source == "ocr"  # the filter's stills, reused
+    tiny = analysis._thumbnail(3.05, 3.1)  # no still on the 0.5 s grid in it: the nearest one held
+    assert cv2.imdecode(np.frombuffer(tiny, np.uint8), cv2.IMREAD_COLOR).shape == (160, 3 * 214, 3)
+    short = next(pieces)  # the 1 s scene: no pack (clip_length rejects it next), a thumbnail all the same
+    assert short.pack is None and short.thumbnail is not None
+    assert list(SourceAnalysis(str(samples / "short_tail.mp4"), DetectorConfig(), PackPlan()))[0].thumbnail is None
+
+
 def test_variable_frame_rate_uses_timestamps(samples):
     with av.open(str(samples / "vfr.mp4")) as c:
         pts = sorted(float(f.pts * f.time_base) for f in c.decode(video=0))

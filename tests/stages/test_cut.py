@@ -66,6 +66,7 @@ def test_audio_that_ends_early_is_an_av_mismatch(samples, tmp_path):
     assert out.rejection.reason == "av_mismatch"
     assert out.rejection.value == pytest.approx(3.0, abs=0.05)
     assert out.rejection.threshold == pytest.approx(0.04)
+    assert out.rejection.threshold == CutConfig().max_av_diff_frames * out.columns[Col.CUT_MAX_FRAME_S]  # stored
 
 
 def test_embed_mode_stores_bytes_instead_of_a_file(samples, tmp_path):
@@ -103,3 +104,53 @@ def test_a_video_stream_that_starts_after_the_audio_is_still_cut_on_the_right_fr
     for clip_frame, index in ((clip[0], 100), (clip[-1], 174)):
         errors = {i: np.abs(clip_frame - source[i]).mean() for i in (index - 1, index, index + 1)}
         assert min(errors, key=errors.get) == index
+
+
+def _pyav_facts(media) -> tuple[int, int, bool]:
+    """Audio rate and channels as PyAV reads them, and VFR from the decoded frames' timestamps."""
+    import io
+
+    with av.open(io.BytesIO(media) if isinstance(media, bytes) else str(media)) as c:
+        audio = c.streams.audio[0].codec_context
+        pts = [f.pts for f in c.decode(video=0)]
+    gaps = np.diff(pts)
+    return audio.sample_rate, audio.channels, bool(np.abs(gaps - np.median(gaps)).max() / np.median(gaps) > 0.05)
+
+
+@pytest.fixture(scope="module")
+def stereo_48k(samples, tmp_path_factory):
+    """three_scenes.mp4 with its sound as 48 kHz stereo (the samples are 44.1 kHz mono)."""
+    from stages.ffmpeg import run_ffmpeg
+
+    folder = tmp_path_factory.mktemp("stereo")
+    src = str(samples / "three_scenes.mp4")
+    run_ffmpeg(["-i", src, "-c:v", "copy", "-c:a", "aac", "-ar", "48000", "-ac", "2", str(folder / "stereo_48k.mp4")])
+    return folder
+
+
+@pytest.mark.parametrize(
+    "name, end_s, vfr, audio",
+    [
+        ("three_scenes.mp4", 4.0, False, (44100, 1)),
+        ("vfr.mp4", 3.9, True, (44100, 1)),
+        ("stereo_48k.mp4", 4.0, False, (48000, 2)),
+    ],
+)
+def test_trainer_columns_match_the_encoded_clip(samples, stereo_48k, tmp_path, name, end_s, vfr, audio):
+    samples = stereo_48k if name == "stereo_48k.mp4" else samples
+    out = Cut(CutConfig(x264_preset="ultrafast"), str(tmp_path)).process(_row(samples, name, 0.0, end_s))
+    cols = out.columns
+    path = tmp_path / cols[Col.MEDIA_PATH]
+    assert (cols[Col.CUT_AUDIO_SAMPLE_RATE_HZ], cols[Col.CUT_AUDIO_CHANNELS], cols[Col.CUT_IS_VFR]) == (
+        *_pyav_facts(path)[:2],
+        vfr,
+    )
+    assert _pyav_facts(path)[2] == vfr and (cols[Col.CUT_AUDIO_SAMPLE_RATE_HZ], cols[Col.CUT_AUDIO_CHANNELS]) == audio
+    with av.open(str(path)) as c:  # cut_fps: the stream's average rate (frames / duration for VFR)
+        assert cols[Col.CUT_FPS] == pytest.approx(float(c.streams.video[0].average_rate))
+    embedded = Cut(CutConfig(x264_preset="ultrafast", embed_media=True), str(tmp_path)).process(
+        _row(samples, name, 0.0, end_s, clip_id="c2")
+    )
+    facts = _pyav_facts(embedded.columns[Col.MEDIA_BYTES])
+    got = [embedded.columns[c] for c in (Col.CUT_AUDIO_SAMPLE_RATE_HZ, Col.CUT_AUDIO_CHANNELS, Col.CUT_IS_VFR)]
+    assert got == list(facts)

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from pipeline import ids
@@ -62,7 +63,10 @@ def test_clip_length_rejects_short_clips():
     assert stage.process({Col.CLIP_DURATION_S: 2.0}).rejection is None
 
 
-@pytest.mark.parametrize("bad", [{"detector": "magic"}, {"max_clip_s": 0}, {"downscale": 0}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"detector": "magic"}, {"max_clip_s": 0}, {"downscale": 0}, {"thumb_height": 161}, {"thumbs_dir": "../x"}],
+)
 def test_bad_config_is_refused(bad):
     with pytest.raises(ValueError):
         SceneCutConfig(**bad)
@@ -85,3 +89,59 @@ def test_pyscenedetect_reference_cuts(media_dir, name, detector, cuts):
     if name == "psd_testvideo.mp4":  # 29.97 fps: times come from timestamps
         assert scenes[1].start_s == pytest.approx(30 * 1001 / 30000, abs=1e-6)
         assert scenes[-1].end_frame == 720
+
+
+def _jpeg(path):
+    import cv2
+
+    data = path.read_bytes()
+    assert data[:3] == b"\xff\xd8\xff"  # a JPEG
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def test_every_candidate_gets_a_thumbnail_strip_of_three_upright_frames(samples, tmp_path):
+    stage = SceneCut(SceneCutConfig(), output_dir=str(tmp_path))
+    children = stage.process(_source(samples / "short_tail.mp4")).children
+    assert [c[Col.CLIP_DURATION_S] for c in children] == pytest.approx([3.0, 1.0])  # the 1 s one is rejected next
+    for child in children:
+        assert child[Col.THUMB_PATH] == f"media/thumbs/s1/{child[Col.ID]}.jpg"
+        strip = _jpeg(tmp_path / child[Col.THUMB_PATH])
+        assert strip.shape == (160, 3 * 214, 3)  # 320x240 -> 214x160 (even width), three side by side
+    rotated = SceneCut(SceneCutConfig(), output_dir=str(tmp_path)).process(
+        {**_source(samples / "rotated.mp4"), Col.PROBE_ROTATION_DEG: 90}
+    )
+    (child,) = rotated.children
+    assert _jpeg(tmp_path / child[Col.THUMB_PATH]).shape == (160, 3 * 120, 3)  # upright 240x320, as the clip
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_thumbnail_frames_are_the_packs_frames(samples, tmp_path):
+    from stages.analysis import PackPlan
+    from stages.decode import FrameNeed
+
+    need = FrameNeed("aesthetic", positions=(0.1, 0.5, 0.9), max_side=214)
+    stage = SceneCut(SceneCutConfig(), PackPlan(needs=(need,)), output_dir=str(tmp_path))
+    for child in stage.process(_source(samples / "three_scenes.mp4")).children:
+        strip = _jpeg(tmp_path / child[Col.THUMB_PATH])[..., ::-1].astype(np.float32)  # BGR -> RGB
+        frames = DecodedClip.from_bytes(child[Col.DECODED]).frames["aesthetic"].astype(np.float32)
+        for i, frame in enumerate(frames):  # the same stills (JPEG and scaling apart)
+            assert np.abs(strip[:, i * 214 : (i + 1) * 214] - frame).mean() < 8
+
+
+def test_no_thumbnails_when_off_or_without_an_output(samples, tmp_path):
+    off = SceneCut(SceneCutConfig(thumbnails=False), output_dir=str(tmp_path)).process(_source(samples / "black.mp4"))
+    assert all(c.get(Col.THUMB_PATH) is None for c in off.children) and not list(tmp_path.rglob("*.jpg"))
+    assert SceneCut(SceneCutConfig()).plan.thumb_height is None
+
+
+def test_a_source_that_fails_midway_removes_the_thumbnails_it_wrote(samples, tmp_path):
+    from tests.stages.test_analysis import _break_after
+
+    broken = tmp_path / "broken.mp4"
+    _break_after(samples / "three_scenes.mp4", broken, 0.8)
+    stream = SceneCut(SceneCutConfig(), output_dir=str(tmp_path / "out")).stream(_source(broken))
+    first = next(stream)  # the first scene's clip left with its thumbnail
+    assert (tmp_path / "out" / first[Col.THUMB_PATH]).is_file()
+    with pytest.raises(ValueError, match="undecodable packets"):
+        list(stream)
+    assert not list((tmp_path / "out").rglob("*.jpg"))
