@@ -5,6 +5,15 @@ JSON contract (``javis audit OUT --json [--items]``), kept stable for dashboards
 ``{"funnel": [{"stage", "in", "passed", "rejected", "failed", "unit", "reasons"}...],
 "items": [{"id", "kind", "source_id", "input", "state", "stage", "reason", "start_s",
 "end_s", "media", "metrics", "detail", "error"}...]}``.
+
+Since schema 1.3.0 each item also carries the decision and its provenance: ``"metric"``,
+``"value"``, ``"threshold"`` (the score a rejection was decided on, null otherwise),
+``"config_hash"`` and ``"backend"`` (of the deciding stage), ``"time"`` (when the row reached
+its state, ISO 8601 UTC), ``"run_id"`` (the ``javis run`` that decided it), ``"thumb"`` (the
+clip's thumbnail strip, relative to the output folder, or null) and ``"components"``
+(``{column: value}``: the non-null parts of a score, e.g. the image-quality sub-scores behind
+``aesthetic_iq_mean``; ``schemas.component_columns`` says which score each explains). Keys
+are only ever added, never renamed or removed.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import pyarrow as pa
 from pipeline.dag import STAGES
 from pipeline.funnel import compute_funnel
 from pipeline.outputs import MANIFEST, as_storage, read_augment_ledger, read_ledger
-from schemas import Col, Kind, NegCol, State, metric_columns
+from schemas import Col, Kind, NegCol, State, component_columns, metric_columns
 
 
 def _clean(value: Any) -> Any:
@@ -28,8 +37,8 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def item(row: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
-    """One ledger row in the audit JSON shape."""
+def item(row: dict[str, Any], metrics: list[str], components: dict[str, str] | None = None) -> dict[str, Any]:
+    """One ledger row in the audit JSON shape (``components``: :func:`schemas.component_columns`)."""
     error = None
     if row[Col.STATE] == State.FAILED:
         error = f"{row[Col.ERROR_TYPE]}: {row[Col.ERROR_MESSAGE]}"
@@ -48,6 +57,15 @@ def item(row: dict[str, Any], metrics: list[str]) -> dict[str, Any]:
         "metrics": {m: _clean(row[m]) for m in metrics if row.get(m) is not None},
         "detail": row.get(Col.DETAIL),
         "error": error,
+        "metric": row.get(Col.METRIC),
+        "value": _clean(row.get(Col.VALUE)),
+        "threshold": _clean(row.get(Col.THRESHOLD)),
+        "config_hash": row.get(Col.CONFIG_HASH),
+        "backend": row.get(Col.BACKEND),
+        "time": updated.isoformat() if (updated := row.get(Col.UPDATED_AT)) is not None else None,
+        "run_id": row.get(Col.RUN_ID),
+        "thumb": row.get(Col.THUMB_PATH),
+        "components": {c: _clean(row[c]) for c in components or {} if row.get(c) is not None},
     }
 
 
@@ -68,11 +86,11 @@ def audit_json(out: str | Path, with_items: bool = False, only_id: str | None = 
     ledger = read_ledger(out)
     result: dict[str, Any] = {"funnel": funnel_json(ledger, _stages_of(out)) + _augment_funnel(out)}
     if with_items or only_id:
-        metrics = metric_columns(ledger.schema)
+        metrics, components = metric_columns(ledger.schema), component_columns(ledger.schema)
         rows = ledger.to_pylist()
         if only_id:
             rows = [r for r in rows if only_id in (r[Col.ID], r[Col.SOURCE_ID])]
-        result["items"] = [item(r, metrics) for r in rows]
+        result["items"] = [item(r, metrics, components) for r in rows]
     return result
 
 
@@ -116,21 +134,27 @@ def _decision(entry: dict[str, Any]) -> str:
 def explain(out: str | Path, item_id: str) -> str:
     """Human-readable story of one source (with its clips) or one clip."""
     ledger = read_ledger(out)
-    metrics = metric_columns(ledger.schema)
+    metrics, components = metric_columns(ledger.schema), component_columns(ledger.schema)
     rows = {r[Col.ID]: r for r in ledger.to_pylist()}
     if item_id not in rows:
         raise KeyError(f"no source or clip with id {item_id!r} in {out}")
     row = rows[item_id]
-    lines = [_describe(row, item(row, metrics))]
+    lines = [_describe(row, item(row, metrics, components), components)]
     if row[Col.KIND] == Kind.SOURCE:
         clips = sorted((r for r in rows.values() if r[Col.SOURCE_ID] == item_id and r[Col.KIND] == Kind.CLIP),
                        key=lambda r: r[Col.CLIP_START_S])  # fmt: skip
         lines.append(f"  {len(clips)} clips:")
-        lines += ["    " + _describe(c, item(c, metrics)).replace("\n", "\n    ") for c in clips]
+        lines += [
+            "    " + _describe(c, item(c, metrics, components), components).replace("\n", "\n    ") for c in clips
+        ]
     return "\n".join(lines)
 
 
-def _describe(row: dict[str, Any], entry: dict[str, Any]) -> str:
+def _number(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _describe(row: dict[str, Any], entry: dict[str, Any], components: dict[str, str]) -> str:
     span = ""
     if entry["start_s"] is not None:
         span = f" [{entry['start_s']:.3f}s, {entry['end_s']:.3f}s)"
@@ -144,8 +168,16 @@ def _describe(row: dict[str, Any], entry: dict[str, Any]) -> str:
     if entry["detail"]:
         text += f"\n  detail: {entry['detail']}"
     if entry["metrics"]:
-        text += "\n  metrics: " + ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
-                                           for k, v in entry["metrics"].items())  # fmt: skip
+        text += "\n  metrics: " + ", ".join(f"{k}={_number(v)}" for k, v in entry["metrics"].items())
+    explained: dict[str, list[str]] = {}
+    for column, value in entry["components"].items():
+        explained.setdefault(components[column], []).append(f"{column}={_number(value)}")
+    for metric, parts in explained.items():
+        text += f"\n  {metric} = {_number(entry['metrics'].get(metric))} from: " + ", ".join(parts)
+    if entry["thumb"]:
+        text += f"\n  thumbnail: {entry['thumb']}"
+    if entry["run_id"]:
+        text += f"\n  decided by run {entry['run_id']} at {entry['time']}"
     return text
 
 

@@ -24,7 +24,9 @@ from typing import Any
 import pyarrow as pa
 
 from augment.build import AugmentConfig, build_context, clip_metadata, clip_negatives, pick_donors, pool_for
+from pipeline.card import write_card
 from pipeline.config import RayConfig
+from pipeline.outputs import MANIFEST as RUN_MANIFEST
 from pipeline.outputs import new_generation, read_shards, write_table
 from schemas import AUGMENT_LEDGER_SCHEMA, NEGATIVE_SCHEMA, Col, NegCol, State, conform
 from stages.storage import Storage
@@ -183,6 +185,8 @@ def _write_outputs(out: Storage, config: AugmentConfig, clips: pa.Table, meta: p
         "files": files,
     }
     out.write_json(f"{folder}/{MANIFEST}", manifest)
+    if out.exists(RUN_MANIFEST):  # the dataset card gains the `negatives` config
+        write_card(out, out.read_json(RUN_MANIFEST), folder)
     if not out.is_local:
         for old in old_shards:
             out.delete(old)

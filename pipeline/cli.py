@@ -3,8 +3,10 @@
 javis demo [--output DIR]                      make sample media and curate it
 javis run --input PATH|URL|LIST|QUERY ... --output DIR [--preset NAME] [--config FILE]
           [--set section.key=value ...] [--address auto]
+javis config [--preset NAME] [--json]           every config key, its value and what it does
 javis crawl --output DIR --set keywords.llm.model_path=... [--keywords-only]
 javis audit DIR [--json] [--items] [--clip ID | --source ID]
+javis report DIR [--dest DIR]                  a static HTML report: funnel, histograms, what-ifs, gallery
 javis latents OUT [--encoders tiny|production] [--preset tiny|paper] [--path key=value ...]
 javis train video|audio|prior|joint --preset NAME --data OUT --output RUN_DIR [--steps N] [--workers N]
           [--batch-size N] [--init-from CKPT] [--gpu]
@@ -92,21 +94,31 @@ def _resolve(preset, config_path, overrides, address, num_cpus):
     return config
 
 
-def _curate(inputs, output, config, quiet) -> None:
+def _user_error(error: Exception, verbose: bool) -> click.ClickException:
+    """A user mistake as one line (``Error: ...``, exit 1); its traceback only with -v."""
+    if verbose:
+        import traceback
+
+        traceback.print_exception(error, file=sys.stderr)
+    return click.ClickException(str(error))
+
+
+def _curate(inputs, output, config, quiet, verbose=False) -> None:
     from pipeline.audit import format_funnel
     from pipeline.runner import run
 
     try:
         result = run(inputs, output, config, show_progress=not quiet)
     except (ValueError, FileNotFoundError) as e:  # user mistakes: a clear message, no traceback
-        raise click.ClickException(str(e)) from e
+        raise _user_error(e, verbose) from e
     click.echo(format_funnel([f.to_json() for f in result.funnel]))
     src, clip = result.counts["source"], result.counts["clip"]
     click.echo(
         f"\nsources: {dict(sorted(src.items()))}  clips: {dict(sorted(clip.items()))}"
         f"  ({result.num_skipped_sources} sources already complete, {result.wall_s:.1f} s)"
     )
-    click.echo(f"outputs in {result.output_dir} (manifest.json, shards/, rejections/, ledger/)")
+    click.echo(f"outputs in {result.output_dir} (README.md, manifest.json, shards/, rejections/, ledger/)")
+    click.echo(f"see them: javis report {result.output_dir}   why a clip was dropped: javis audit {result.output_dir} --clip ID")
 
 
 @main.command()
@@ -122,8 +134,8 @@ def run(inputs, output, preset, config_path, overrides, address, num_cpus, quiet
     try:
         config = _resolve(preset, config_path, overrides, address, num_cpus)
     except ValueError as e:
-        raise click.BadParameter(str(e)) from e
-    _curate(list(inputs), output, config, quiet)
+        raise _user_error(e, verbose) from e
+    _curate(list(inputs), output, config, quiet, verbose)
 
 
 @main.command()
@@ -136,11 +148,37 @@ def demo(output, preset, config_path, overrides, address, num_cpus, quiet, verbo
     _setup_logging(verbose)
     if preset == "default":
         preset = "demo"
-    config = _resolve(preset, config_path, overrides, address, num_cpus)
+    try:
+        config = _resolve(preset, config_path, overrides, address, num_cpus)
+    except ValueError as e:
+        raise _user_error(e, verbose) from e
     samples = Path(output) / "sample_inputs"
     make_sample_media(samples)
     click.echo(f"sample media in {samples}")
-    _curate([str(samples)], output, config, quiet)
+    _curate([str(samples)], output, config, quiet, verbose)
+
+
+@main.command("config")
+@click.option("--preset", default="default", show_default=True, type=click.Choice(sorted(PRESETS)),
+              help="Show the values of this preset.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable: a list of {key, value, doc}.")
+def config_command(preset, as_json) -> None:
+    """Every config key (for --set and --config files) with its value under PRESET and what it does."""
+    import json
+
+    from pipeline.config_docs import config_keys
+
+    keys = config_keys(preset)
+    if as_json:
+        click.echo(json.dumps({"preset": preset, "keys": [k.to_json() for k in keys]}, indent=2))
+        return
+    section = None
+    for k in keys:
+        head = k.key.split(".", 1)[0]
+        if head != section:
+            click.echo(("\n" if section else "") + f"[{head}]")
+            section = head
+        click.echo(f"  {k.key} = {json.dumps(k.value)}\n      {k.doc}")
 
 
 @main.command()
@@ -158,14 +196,14 @@ def crawl(output, keywords_only, preset, config_path, overrides, address, num_cp
         config = _resolve(preset, config_path, overrides, address, num_cpus)
         plan = plan_crawl(output, config)
     except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from e
+        raise _user_error(e, verbose) from e
     source = "reused from keywords.json" if plan.reused else "from the model"
     click.echo(f"{len(plan.queries)} searches over {len(plan.keywords)} categories ({source})")
     for category, problem in sorted(plan.problems.items()):
         click.echo(f"  no keywords for {category}: {problem}")
     if keywords_only or not plan.queries:
         return
-    _curate(plan.inputs, output, config, quiet)
+    _curate(plan.inputs, output, config, quiet, verbose)
 
 
 @main.command()
@@ -237,6 +275,24 @@ def audit(output, as_json, items, clip_id, source_id) -> None:
             click.echo(format_funnel(audit_json(output)["funnel"]))
     except (KeyError, FileNotFoundError) as e:
         raise click.ClickException(str(e).strip("'\"")) from e
+
+
+@main.command()
+@click.argument("output", type=EXISTING_OUTPUT)
+@click.option("--dest", type=click.Path(file_okay=False), default=None,
+              help="Folder for index.html and assets/ (default: OUTPUT/report; needed when OUTPUT is a URI).")  # fmt: skip
+@click.option("--per-group", type=click.IntRange(min=0), default=12, show_default=True,
+              help="Gallery clips shown per stage and reason.")  # fmt: skip
+def report(output, dest, per_group) -> None:
+    """Write a static HTML report of a finished run: funnel, score histograms with what-if
+    thresholds, a gallery with thumbnails, sources, the manifest. Opens from disk, offline."""
+    from pipeline.report import build_report
+
+    try:
+        path = build_report(output, dest, per_group)
+    except (ValueError, OSError) as e:  # not a run folder, unreachable storage
+        raise click.ClickException(str(e)) from e
+    click.echo(f"report: {path}")
 
 
 def _key_values(pairs, what: str) -> dict[str, str]:

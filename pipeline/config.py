@@ -1,16 +1,25 @@
 """Typed run configuration: one frozen dataclass per stage, presets, overrides, hashing.
 
-Every value is validated when the config is built, so a bad value fails before any work
-starts. The resolved config is written as JSON next to every output (``config.json``) and
-each stage's section is hashed into the ``config_hash`` of the decisions it makes.
+Every value is type-checked against its field's annotation and validated when the config is
+built, so a bad value fails before any work starts, naming its key, the expected type and where
+it came from (a ``--set``, the config file or the preset). This module is over 400 lines: the
+presets, the building and its type checks read best together.
+
+The resolved config is written as JSON next to every output (``config.json``) and each stage's
+section is hashed into the ``config_hash`` of the decisions it makes. ``javis config`` lists
+every key (pipeline/config_docs.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import functools
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +48,7 @@ class StageResources:
     """How ``pipeline/`` maps one stage onto Ray Data."""
 
     num_cpus: float = 1.0  # per task / actor
-    num_gpus: float = 0.0
+    num_gpus: float = 0.0  # per actor (production backends on CUDA get 1 unless set)
     batch_size: int = 1  # rows per map_batches call; decode-heavy stages want small batches
     max_concurrency: int | None = None  # cap on parallel tasks (None: as many as CPUs allow)
 
@@ -55,9 +64,9 @@ class StageResources:
 @dataclasses.dataclass(frozen=True)
 class OutputConfig:
     shard_target_mb: float = 256.0  # a shard is closed once its rows reach this size
-    shard_max_rows: int = 100_000
-    compression: str = "zstd"
-    compression_level: int = 3
+    shard_max_rows: int = 100_000  # ... or once it has this many rows
+    compression: str = "zstd"  # Parquet codec: zstd, snappy, gzip or none
+    compression_level: int = 3  # zstd level (ignored by the other codecs)
     keep_rejected_media: bool = False  # keep clip files of rejected clips (for inspection)
 
     def __post_init__(self) -> None:
@@ -237,6 +246,87 @@ def preset_values(preset: str) -> dict[str, Any]:
 # ---- building from dicts, files and overrides ------------------------------------------------
 
 
+class ConfigTypeError(ValueError):
+    """A config value of the wrong type; ``key`` is its dotted path (``config.speech.max_speech_ratio``)."""
+
+    def __init__(self, key: str, expected: str, value: Any) -> None:
+        self.key, self.expected, self.value = key, expected, value
+        super().__init__(f"{key}: expected {expected}, got {value!r}")
+
+
+_SCALAR_NAMES = {
+    bool: "true or false (bool)",
+    int: "an integer (int)",
+    float: "a number (float)",
+    str: "a string (str)",
+}
+_PLURAL_NAMES = {
+    bool: "true/false values (bool)",
+    int: "integers (int)",
+    float: "numbers (float)",
+    str: "strings (str)",
+}
+
+
+def _describe(hint: Any) -> str:
+    """``float | None`` -> "a number (float) or null", for error messages."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        parts = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(parts) + (" or null" if type(None) in args else "")
+    if origin in (tuple, list):
+        return f"a list of {_PLURAL_NAMES.get(args[0], 'values')}" if args else "a list"
+    if origin is dict:
+        return f"a mapping of names to {_PLURAL_NAMES.get(args[1], 'values')}" if args else "a mapping"
+    return _SCALAR_NAMES.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _typed(hint: Any, value: Any, key: str) -> Any:
+    """``value`` checked against the field's type hint. Values come from YAML, which guesses
+    types from text: a YAML number or date given for a text field is taken as its text, and
+    an integer for a float field is kept (a bool is never a number)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or dataclasses.is_dataclass(hint):
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _typed(arg, value, key)
+            except ConfigTypeError:
+                pass
+        raise ConfigTypeError(key, _describe(hint), value)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }
+    if hint in ok:
+        if hint is str and isinstance(value, (int, float, dt.date)) and not isinstance(value, bool):
+            return str(value)
+        if not ok[hint]:
+            raise ConfigTypeError(key, _describe(hint), value)
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigTypeError(key, _describe(hint), value)
+        item = args[0] if args else Any
+        items = [_typed(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigTypeError(key, _describe(hint), value)
+        return {k: _typed(args[1] if args else Any, v, f"{key}.{k}") for k, v in value.items()}
+    return value
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     if not isinstance(values, Mapping):
         raise ValueError(f"{where}: expected a mapping, got {type(values).__name__}")
@@ -244,17 +334,18 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     unknown = set(values) - set(fields)
     if unknown:
         raise ValueError(f"{where}: unknown keys {sorted(unknown)}; known: {sorted(fields)}")
+    hints = _field_types(cls)
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
         default = getattr(cls(), name) if name != "resources" else None
         if name == "resources":
+            if not isinstance(value, Mapping):
+                raise ConfigTypeError(f"{where}.resources", "a mapping of stage names to resources", value)
             kwargs[name] = {k: _build(StageResources, v, f"{where}.resources.{k}") for k, v in value.items()}
         elif dataclasses.is_dataclass(default):
             kwargs[name] = _build(type(default), value, f"{where}.{name}")
-        elif isinstance(default, tuple) and isinstance(value, list):
-            kwargs[name] = tuple(value)
         else:
-            kwargs[name] = value
+            kwargs[name] = _typed(hints[name], value, f"{where}.{name}")
     try:
         return cls(**kwargs)
     except TypeError as e:
@@ -297,7 +388,21 @@ def load_config(
         values = _deep_merge(values, loaded)
     for text in overrides:
         values = _deep_merge(values, parse_override(text))
-    return _build(Config, values, "config")
+    try:
+        return _build(Config, values, "config")
+    except ConfigTypeError as e:
+        raise _located(e, overrides, str(path) if path is not None else f"preset {preset}") from e
+
+
+def _located(error: ConfigTypeError, overrides: Sequence[str], otherwise: str) -> ValueError:
+    """Name where a wrongly typed value came from: the last ``--set`` of its key, else ``otherwise``
+    (the config file or the preset)."""
+    key = error.key.removeprefix("config.")
+    for text in reversed(overrides):
+        dotted = text.split("=", 1)[0].strip()
+        if key == dotted or key.startswith((f"{dotted}.", f"{dotted}[")):
+            return ValueError(f"--set {text.strip()}: expected {error.expected}, got {error.value!r}")
+    return ValueError(f"{otherwise}: {error}")
 
 
 def load_config_over(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
@@ -305,7 +410,10 @@ def load_config_over(config: Config, overrides: list[str] | tuple[str, ...]) -> 
     values = config.to_dict()
     for text in overrides:
         values = _deep_merge(values, parse_override(text))
-    return _build(Config, values, "config")
+    try:
+        return _build(Config, values, "config")
+    except ConfigTypeError as e:
+        raise _located(e, overrides, "the run's config") from e
 
 
 def build_dataclass(cls: type, values: Mapping[str, Any], where: str) -> Any:

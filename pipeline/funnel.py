@@ -109,3 +109,11 @@ def check_invariant(ledger: pa.Table, funnel: list[FunnelRow], planned_source_id
             )
     if problems:
         raise InvariantError("ledger invariant broken:\n  " + "\n  ".join(problems))
+
+
+def count_states(rows: pa.Table) -> dict[str, dict[str, int]]:
+    """``{kind: {state: number of rows}}`` (manifest ``counts``)."""
+    counts: dict[str, dict[str, int]] = {Kind.SOURCE: {}, Kind.CLIP: {}}
+    for kind, state in zip(rows.column(Col.KIND).to_pylist(), rows.column(Col.STATE).to_pylist()):
+        counts[kind][state] = counts[kind].get(state, 0) + 1
+    return counts

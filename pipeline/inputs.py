@@ -14,6 +14,8 @@ An input is one of:
 
 Every input lands in the plan, even a bad one: a path that does not exist becomes a source
 that ingest rejects as ``missing_file``; a search that fails becomes a ``failed`` source.
+A plan in which *every* input names nothing (:func:`names_nothing`) is refused before any
+work starts (:func:`check_plan`): that is a typo, not a run.
 """
 
 from __future__ import annotations
@@ -144,7 +146,7 @@ def _iter_leaf_inputs(values: Iterable[str], open_lists: frozenset[str] = frozen
             if kind == pafs.FileType.File or (kind == pafs.FileType.NotFound and _names_a_file(value)):
                 yield _Leaf(value)  # one object, whatever its name (probe decides), or a missing one
             elif not objects:
-                log.warning("input %r matched no media objects", value)
+                log.info("input %r matched no media objects", value)
                 yield _Leaf(value, empty=True)
             else:
                 yield from (_Leaf(uri, version=f"{info.size}:{info.mtime_ns}") for uri, info in objects)
@@ -153,7 +155,7 @@ def _iter_leaf_inputs(values: Iterable[str], open_lists: frozenset[str] = frozen
             if local is None:
                 yield _Leaf(value)  # a file, or a path that does not exist (ingest rejects it)
             elif not local:
-                log.warning("input %r matched no media files", value)
+                log.info("input %r matched no media files", value)
                 yield _Leaf(value, empty=True)
             else:
                 yield from _iter_leaf_inputs(local, open_lists)
@@ -213,6 +215,32 @@ def plan_sources(
     for leaf in _iter_leaf_inputs(values):
         rows.extend(_leaf_rows(leaf, config, cache))
     return _mark_duplicates(rows)
+
+
+def names_nothing(row: dict[str, Any]) -> str | None:
+    """Why a planned source stands for no media at all, or None: a local path that does not
+    exist, a folder, glob, list or prefix that matched no media, an object that is not there."""
+    text, path = row[Col.INPUT], row.get(Col.SRC_PATH)
+    if row.get(Col.REASON) == "no_media_found":
+        return f"{text!r} matched no media files"
+    if row.get(Col.STATE) != State.PENDING or not path:
+        return None
+    if not is_uri(path):
+        return None if os.path.exists(path) else f"{text!r} does not exist"
+    missing = row[Col.ID] == ids.source_id_for_text("object", f"{path}:missing")
+    return f"{text!r} does not exist" if missing else None
+
+
+def check_plan(rows: list[dict[str, Any]], values: Iterable[str]) -> None:
+    """Refuse a plan with nothing to curate: no input at all, or only inputs that name nothing.
+    A plan with some good inputs runs, and records the bad ones (``missing_file``,
+    ``no_media_found``)."""
+    if not rows:
+        raise ValueError(f"no inputs found in {list(values)!r}")
+    why = [w for w in (names_nothing(r) for r in rows) if w]
+    if len(why) == len(rows):
+        shown = "; ".join(why[:5]) + (f"; and {len(why) - 5} more" if len(why) > 5 else "")
+        raise ValueError(f"nothing to curate: {shown}")
 
 
 def _mark_duplicates(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

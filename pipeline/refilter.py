@@ -21,9 +21,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.card import write_card
 from pipeline.config import Config, config_from_dict, load_config_over
 from pipeline.dag import StageSpec, active_stages, apply_balance, funnel_stages
-from pipeline.funnel import FunnelRow, check_invariant, compute_funnel
+from pipeline.funnel import FunnelRow, check_invariant, compute_funnel, count_states
 from pipeline.outputs import CONFIG_JSON, MANIFEST, drop_generations, read_ledger, write_outputs
 from pipeline.staging import Staging
 from schemas import WORK_SCHEMA, Col, Kind, State, conform
@@ -113,10 +114,13 @@ def refilter(out: str | os.PathLike, overrides: Sequence[str], dry_run: bool = F
     manifest["config"] = config.to_dict()
     manifest["config_hashes"] = {s.name: config.stage_hash(s.name) for s in specs}
     manifest["funnel"] = [f.to_json() for f in funnel]
+    manifest["counts"] = count_states(balanced)
     manifest["files"] = files
+    # rows keep the run_id of the `javis run` that scored them; the refilter is recorded here
     manifest.setdefault("refilters", []).append(
         {"at": dt.datetime.now(dt.timezone.utc).isoformat(), "overrides": list(overrides)}
     )
+    write_card(out, manifest)
     out.write_json(MANIFEST, manifest)  # last: it commits the new outputs
     drop_generations(out, files.get("generation"))
     return funnel

@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import __version__
+from pipeline.card import write_card
 from pipeline.cluster import check_nodes_share_output, clear_scratch_everywhere, runtime_env
 from pipeline.config import Config, RayConfig
 from pipeline.dag import (
@@ -40,8 +42,8 @@ from pipeline.dag import (
     check_gpus,
     funnel_stages,
 )
-from pipeline.funnel import FunnelRow, check_invariant, compute_funnel
-from pipeline.inputs import FileIdCache, plan_sources
+from pipeline.funnel import FunnelRow, check_invariant, compute_funnel, count_states
+from pipeline.inputs import FileIdCache, check_plan, plan_sources
 from pipeline.outputs import CONFIG_JSON, MANIFEST, drop_generations, prune_media, write_outputs
 from pipeline.staging import Staging, StagingBuffer, complete_sources, without_orphan_clips
 from schemas import SCHEMA_VERSION, WORK_SCHEMA, Col, Kind, State, conform
@@ -62,6 +64,19 @@ class RunResult:
     counts: dict[str, dict[str, int]]
     num_skipped_sources: int
     wall_s: float
+    run_id: str = ""  # this invocation's id, on every row it decided
+
+
+def new_run_id() -> str:
+    """One ``javis run`` invocation: its UTC start and 6 random hex digits (sortable, unique)."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def with_run_id(batch: pa.Table, run_id: str) -> pa.Table:
+    """``batch`` with every row's ``run_id`` set: the rows this invocation decided."""
+    column = pa.array([run_id] * batch.num_rows, pa.string())
+    idx = batch.schema.get_field_index(Col.RUN_ID)
+    return batch.append_column(Col.RUN_ID, column) if idx < 0 else batch.set_column(idx, Col.RUN_ID, column)
 
 
 def library_versions() -> dict[str, str]:
@@ -104,7 +119,9 @@ def _progress(total: int, enabled: bool) -> Any:
     return tqdm(total=total, unit="source", desc="javis", disable=not enabled or total == 0, file=sys.stderr)
 
 
-def _execute(pending: pa.Table, config: Config, storage: Storage, staging: Staging, show_progress: bool) -> None:
+def _execute(
+    pending: pa.Table, config: Config, storage: Storage, staging: Staging, show_progress: bool, run_id: str
+) -> None:
     import ray
 
     started = start_ray(config.ray)
@@ -123,7 +140,7 @@ def _execute(pending: pa.Table, config: Config, storage: Storage, staging: Stagi
         buffer = StagingBuffer(staging)
         with _progress(pending.num_rows, show_progress) as bar:
             for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                batch = _accept_pending(batch)
+                batch = with_run_id(_accept_pending(batch), run_id)
                 buffer.add(batch)
                 bar.update(tally.add(batch))
                 bar.set_postfix_str(tally.line(), refresh=False)
@@ -165,7 +182,7 @@ class MissingMedia(Exception):
 
 
 def verify_media(
-    storage: Storage, rows: pa.Table, staging: Staging, clips_dir: str, cut_hash: str
+    storage: Storage, rows: pa.Table, staging: Staging, clips_dir: str, cut_hash: str, run_id: str | None = None
 ) -> tuple[pa.Table, int]:
     """Check, before anything is committed, that every accepted clip's file is at its recorded
     location with its recorded size, read through the output's own filesystem (a worker that
@@ -186,6 +203,7 @@ def verify_media(
         why = "no file" if found_size is None else f"{found_size} bytes instead of {row[Col.MEDIA_SIZE_BYTES]}"
         error = MissingMedia(f"{why} at {storage.location(row[Col.MEDIA_PATH])}, where the driver reads the outputs")
         mark_failed(row, "cut", error, cut_hash)
+        row[Col.RUN_ID] = run_id
         log.warning("accepted clip %s: %s", row[Col.ID], error)
     changed = conform([records[i] for i in bad], WORK_SCHEMA)
     staging.write(changed)
@@ -232,8 +250,14 @@ def _accept_pending(batch: pa.Table) -> pa.Table:
 
 
 def _plan(inputs: Sequence[str], config: Config, storage: Storage) -> list[dict[str, Any]]:
+    """The sources to curate; a plan with nothing to curate raises before the output location
+    is created."""
     cache = FileIdCache(storage, f"{WORK_DIR}/file_ids.json")
     plan = plan_sources(inputs, config.ingest, cache)
+    check_plan(plan, inputs)
+    if storage.is_local:
+        Path(storage.base).mkdir(parents=True, exist_ok=True)
+    storage.write_json(CONFIG_JSON, config.to_dict())
     cache.save()
     return plan
 
@@ -243,13 +267,9 @@ def run(inputs: Sequence[str], output_dir: str | os.PathLike, config: Config, sh
     rerunning the same command resumes."""
     t0 = time.monotonic()
     started_at = dt.datetime.now(dt.timezone.utc)
+    run_id = new_run_id()
     storage = Storage(output_dir)
-    if storage.is_local:
-        Path(storage.base).mkdir(parents=True, exist_ok=True)
-    storage.write_json(CONFIG_JSON, config.to_dict())
     plan = _plan(inputs, config, storage)
-    if not plan:
-        raise ValueError(f"no inputs found in {list(inputs)!r}")
     staging = Staging(storage)
     status = complete_sources(staging.load())
     pending = []
@@ -262,8 +282,8 @@ def run(inputs: Sequence[str], output_dir: str | os.PathLike, config: Config, sh
     num_skipped = len(plan) - len(pending)
     log.info("%d sources planned, %d already complete, %d to run", len(plan), num_skipped, len(pending))
     if pending:
-        _execute(conform(pending, WORK_SCHEMA), config, storage, staging, show_progress)
-    return _finish(storage, config, plan, staging, num_skipped, t0, started_at, inputs)
+        _execute(conform(pending, WORK_SCHEMA), config, storage, staging, show_progress, run_id)
+    return _finish(storage, config, plan, staging, num_skipped, t0, started_at, inputs, run_id)
 
 
 def _finish(
@@ -275,12 +295,13 @@ def _finish(
     t0: float,
     started_at: dt.datetime,
     inputs: Sequence[str],
+    run_id: str,
 ) -> RunResult:
     planned_ids = {row[Col.ID] for row in plan}
     staged = staging.load()  # may hold sources of earlier runs with other inputs: kept, not reported
     current = without_orphan_clips(staged)
     rows = current.filter(pc.is_in(current.column(Col.SOURCE_ID), value_set=pa.array(sorted(planned_ids))))
-    rows, num_missing = verify_media(storage, rows, staging, config.cut.clips_dir, config.stage_hash("cut"))
+    rows, num_missing = verify_media(storage, rows, staging, config.cut.clips_dir, config.stage_hash("cut"), run_id)
     specs = active_stages(config)
     rows = apply_balance(rows, config)
     funnel = compute_funnel(rows, funnel_stages(config), len(planned_ids))
@@ -288,13 +309,13 @@ def _finish(
     files = write_outputs(storage, rows, config.output)
     num_pruned = prune_media(storage, current, config.cut.clips_dir, config.output.keep_rejected_media)
     staging.compact(staging.load())
-    counts: dict[str, dict[str, int]] = {Kind.SOURCE: {}, Kind.CLIP: {}}
-    for kind, state in zip(rows.column(Col.KIND).to_pylist(), rows.column(Col.STATE).to_pylist()):
-        counts[kind][state] = counts[kind].get(state, 0) + 1
+    counts = count_states(rows)
     wall_s = time.monotonic() - t0
     manifest = {
         "javis_version": __version__,
         "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,  # this invocation; rows reused from earlier ones keep theirs
+        "run_ids": sorted({r for r in rows.column(Col.RUN_ID).to_pylist() if r}),
         "run": {
             "started_at": started_at.isoformat(),
             "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -317,6 +338,8 @@ def _finish(
         "files": files,
         "invariant": "in = passed + rejected + failed holds for every stage; every input has one terminal state",
     }
+    write_card(storage, manifest)  # names the files just written; the manifest commits them
     storage.write_json(MANIFEST, manifest)  # last: it commits this run's outputs
     drop_generations(storage, files.get("generation"))
-    return RunResult(Path(storage.base) if storage.is_local else storage.root, funnel, counts, num_skipped, wall_s)
+    location = Path(storage.base) if storage.is_local else storage.root
+    return RunResult(location, funnel, counts, num_skipped, wall_s, run_id)

@@ -44,7 +44,7 @@ OVER_QUOTA = "over_quota"
 
 @dataclasses.dataclass(frozen=True)
 class BalanceConfig:
-    enabled: bool = False
+    enabled: bool = False  # cap accepted clips per taxonomy category (needs the taxonomy step)
     aspect: str = "event_scenario"  # the taxonomy aspect whose categories are balanced
     max_per_category: int | None = None  # one cap for every category
     caps: dict[str, int] = dataclasses.field(default_factory=dict)  # category id -> cap

@@ -30,7 +30,7 @@ class CaptionAudioConfig:
     enabled: bool = False  # needs an audio LLM (Qwen2-Audio); off unless configured
     llm: LLMConfig = dataclasses.field(default_factory=LLMConfig)
     max_audio_s: float = 30.0  # Qwen2-Audio's window; longer clips are captioned on their start
-    max_tokens: int = 512
+    max_tokens: int = 512  # reply budget; a reply that hits it is rejected as truncated
 
     def __post_init__(self) -> None:
         if self.max_audio_s <= 0:

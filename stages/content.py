@@ -41,9 +41,9 @@ MIN_OTHER_SOUND_TYPES = 1  # the rule itself: at least one sound type besides mu
 @dataclasses.dataclass(frozen=True)
 class ContentConfig:
     enabled: bool = False  # needs the taxonomy step
-    reject_music_only: bool = True
-    reject_speech_only: bool = True
-    reject_music_and_speech: bool = True
+    reject_music_only: bool = True  # reject clips whose only sound is music
+    reject_speech_only: bool = True  # reject clips whose only sound is speech
+    reject_music_and_speech: bool = True  # reject clips with music and speech and no other sound
     keep_visible_music: bool = True  # music-only clips whose source is on screen (a performance) are kept
     min_music_ratio: float | None = None  # detector veto for music verdicts (speech_music_ratio); None: off
     min_speech_ratio: float | None = None  # detector veto for speech verdicts (speech_ratio); None: off

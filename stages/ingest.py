@@ -40,9 +40,9 @@ class IngestConfig:
     retries: int = 3  # attempts per item, with exponential backoff
     backoff_s: float = 2.0  # first wait between attempts; doubles each time
     timeout_s: float = 900.0  # wall-clock limit for one item, all attempts included
-    socket_timeout_s: float = 30.0
+    socket_timeout_s: float = 30.0  # yt-dlp: give up on a connection silent this long
     search_max_results: int = 10  # results taken per yt-dlp search query
-    rate_limit_bytes_s: int | None = None
+    rate_limit_bytes_s: int | None = None  # download speed cap per item, bytes/s (None: no cap)
 
     def __post_init__(self) -> None:
         for name in ("date_after", "date_before"):

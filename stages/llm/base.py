@@ -80,7 +80,7 @@ class LLMConfig:
     - ``transformers``: Hugging Face classes over ``model_path`` (CPU by default); small models and tests.
     """
 
-    backend: str = "vllm"
+    backend: str = "vllm"  # "vllm", "openai" or "transformers" (see above)
     model_path: str | None = None  # local directory with weights (vllm, transformers); never downloaded
     model: str | None = None  # served model name (openai); defaults to the path's last part
     endpoint: str | None = None  # e.g. http://host:8000/v1 (openai)
@@ -97,7 +97,7 @@ class LLMConfig:
     max_model_len: int | None = None  # vllm: cap the context (saves KV-cache memory)
     # per-frame pixel budget of Qwen-VL video input (transformers, vllm); None: the model's own default
     video_min_pixels: int | None = None
-    video_max_pixels: int | None = None
+    video_max_pixels: int | None = None  # the upper bound of that budget
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

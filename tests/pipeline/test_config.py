@@ -107,3 +107,38 @@ def test_a_config_saved_by_an_earlier_javis_still_loads():
     assert config_from_dict(saved) == Config()
     with pytest.raises(ValueError, match="unknown stages"):  # a user's own file still gets the clear error
         load_config("default", overrides=["resources.decode.num_cpus=1"])
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("speech.max_speech_ratio=abc", "--set speech.max_speech_ratio=abc: expected a number (float), got 'abc'"),
+        ("speech.max_speech_ratio=true", "expected a number (float), got True"),  # a bool is not a number
+        ("resources.cut.batch_size=2.5", "--set resources.cut.batch_size=2.5: expected an integer (int), got 2.5"),
+        ("ray.num_cpus=many", "expected an integer (int) or null, got 'many'"),
+        ("output.keep_rejected_media=1", "expected true or false (bool), got 1"),
+        ("aesthetic.positions=0.5", "expected a list of numbers (float), got 0.5"),
+        ("aesthetic.positions=[0.1, x]", "--set aesthetic.positions=[0.1, x]: expected a number (float), got 'x'"),
+        ("balance.caps={dog: lots}", "--set balance.caps={dog: lots}: expected an integer (int), got 'lots'"),
+        ("caption_video.llm.timeout_s=soon", "expected a number (float), got 'soon'"),
+        ("cut.clips_dir=[a, b]", "expected a string (str), got ['a', 'b']"),
+    ],
+)
+def test_values_of_the_wrong_type_name_the_key_and_the_type(override, expected):
+    with pytest.raises(ValueError) as e:
+        load_config("default", overrides=[override])
+    assert expected in str(e.value)
+
+
+def test_yaml_guesses_are_taken_where_they_fit():
+    config = load_config("default", overrides=["speech.max_speech_ratio=1", "ingest.date_after=20240101",
+                                               "ray.address=null", "aesthetic.positions=[0.2, 0.8]"])  # fmt: skip
+    assert config.speech.max_speech_ratio == 1 and config.ingest.date_after == "20240101"
+    assert config.ray.address is None and config.aesthetic.positions == (0.2, 0.8)
+
+
+def test_a_wrong_type_in_a_config_file_names_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("motion:\n  min_flow: fast\n")
+    with pytest.raises(ValueError, match=r"c\.yaml: config\.motion\.min_flow: expected a number \(float\), got 'fast'"):
+        load_config("default", path)

@@ -4,6 +4,7 @@ them, with the storage settings in the environment (credentials are never javis 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import signal
@@ -13,6 +14,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
 from pipeline.config import load_config
 from pipeline.outputs import read_ledger, read_shards
@@ -57,6 +59,10 @@ def test_a_run_writes_every_output_to_object_storage(samples, reference, s3_serv
         assert row[Col.CUT_FFMPEG_VERSION].startswith("ffmpeg version")
     clips = {f for f in store.list_files("media/clips")}
     assert clips == set(shards.column(Col.MEDIA_PATH).to_pylist())  # rejected clips were never encoded
+    ledger = read_ledger(uri).to_pylist()  # every clip's thumbnail, rejected ones too, is in the bucket
+    thumbs = {r[Col.THUMB_PATH] for r in ledger if r[Col.KIND] == "clip"}
+    assert None not in thumbs and set(store.list_files("media/thumbs")) == thumbs
+    assert all(store.read_bytes(t)[:3] == b"\xff\xd8\xff" for t in sorted(thumbs)[:3])  # JPEGs
     manifest = store.read_json("manifest.json")
     assert manifest["versions"]["ffmpeg_that_cut_clips"] and manifest["files"]["generation"]
     assert not list((tmp_path / "scratch").rglob("*.mp4"))  # work files were cleaned up
@@ -65,6 +71,14 @@ def test_a_run_writes_every_output_to_object_storage(samples, reference, s3_serv
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(store.list_files("ledger")) == 1  # the older generation was removed after the manifest
     assert read_ledger(uri).num_rows == read_ledger(reference).num_rows
+    # the dataset card's globs pick exactly the committed generation's files
+    card = yaml.safe_load(store.read_bytes("README.md").decode().split("---\n")[1])
+    generation = store.read_json("manifest.json")["files"]["generation"]
+    listing = [f for d in ("shards", "rejections", "ledger", "sources", "_work") for f in store.list_files(d)]
+    for config in card["configs"]:
+        glob = config["data_files"][0]["path"]
+        matched = [f for f in listing if fnmatch.fnmatch(f, glob)]
+        assert matched and all(generation in f for f in matched), (glob, matched)
     # hard negatives of the clips on object storage, written there too
     augment = subprocess.run([sys.executable, "-m", "pipeline.cli", "augment", uri, "--set", "max_side=64",
                               "--num-cpus", "2"], env={**os.environ, **env, "RAY_AUTH_MODE": "disabled"},
