@@ -123,6 +123,7 @@ def s3_phase(media: Path, work: Path) -> dict[str, Any]:
                 break
             except OSError:
                 time.sleep(0.2)
+        shutil.rmtree(work / "out-local", ignore_errors=True)  # a fresh run, not a resume of the last one
         local = javis_run(str(folder), str(work / "out-local"), "default", {})
         s3 = javis_run(str(folder), f"s3://bench/run-{int(time.time())}", "default", env)
     finally:
