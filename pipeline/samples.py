@@ -26,7 +26,7 @@ import os
 import random
 from pathlib import Path
 
-from stages.ffmpeg import run_ffmpeg
+from stages.ffmpeg import ffmpeg_exe, fps_mode_args, has_option, run_ffmpeg
 
 SIZE = "320x240"
 FPS = 25
@@ -99,9 +99,20 @@ def _text_card(dst: Path, seconds: float = 3.0, size: tuple[int, int] = (640, 36
         container.mux(audio.encode(None))
 
 
+def copy_with_rotation(src: Path, dst: Path, degrees: int) -> None:
+    """Copy ``src`` with a display rotation of ``degrees`` counter-clockwise. FFmpeg before 6.1
+    has no ``-display_rotation``; its MP4 muxer turns a ``rotate`` tag into the same display matrix
+    (checked with 4.2 and 5.1: PyAV reads 90 from both; 9.0 ignores the tag)."""
+    if has_option("display_rotation"):
+        run_ffmpeg(["-display_rotation", str(degrees), "-i", str(src), "-c", "copy", str(dst)])
+    else:
+        run_ffmpeg(["-i", str(src), "-c", "copy", "-metadata:s:v:0", f"rotate={degrees}", str(dst)])
+
+
 def make_sample_media(dest: str | os.PathLike) -> list[Path]:
     """Write the sample files into ``dest`` (created if needed); returns their paths."""
     out = Path(dest)
+    ffmpeg_exe()  # an unusable $JAVIS_FFMPEG stops here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     p = {name: out / name for name in (
         "three_scenes.mp4", "short_tail.mp4", "silent.mp4", "quiet_noise.mp4", "no_audio.mp4",
@@ -110,19 +121,21 @@ def make_sample_media(dest: str | os.PathLike) -> list[Path]:
     )}  # fmt: skip
     _scenes(p["three_scenes.mp4"], [("testsrc2", 4), ("smptehdbars", 3), ("rgbtestsrc", 3)], _sine(10))
     _scenes(p["short_tail.mp4"], [("testsrc2", 3), ("smptehdbars", 1)], _sine(4, 660))
-    _scenes(p["silent.mp4"], [("testsrc2", 3)], _audio_src("anullsrc=r=44100:cl=stereo:d=3"))
+    silence = ["-f", "lavfi", "-t", "3", "-i", "anullsrc=r=44100:cl=stereo"]  # 4.2 has no anullsrc d=
+    _scenes(p["silent.mp4"], [("testsrc2", 3)], silence)
     _scenes(p["quiet_noise.mp4"], [("testsrc2", 3)], _audio_src("anoisesrc=d=3:c=white:a=0.0005:r=44100:seed=7"))
     run_ffmpeg([*_video_src("testsrc2", 3), *_ENCODE[:6], "-an", str(p["no_audio.mp4"])])
     _scenes(p["audio_ends_early.mp4"], [("testsrc2", 6)], _sine(3, 550))
     rotated_src = out / "rotated.unrotated.mp4"
     _scenes(rotated_src, [("testsrc2", 3)], _sine(3, 880))
-    run_ffmpeg(["-display_rotation", "90", "-i", str(rotated_src), "-c", "copy", str(p["rotated.mp4"])])
+    copy_with_rotation(rotated_src, p["rotated.mp4"], 90)
     rotated_src.unlink()
-    # 50 frames 40 ms apart, then 25 frames 80 ms apart: 4 s at a variable rate
+    # 50 frames 40 ms apart, then 25 frames 80 ms apart: 4 s at a variable rate. Both inputs end
+    # at 4 s; an output -t 4 cut the audio at 3 s with FFmpeg 4.2 and 5.1 (not 9.0)
     vfr_pts = r"if(lt(N\,50)\,N*0.04\,2+(N-50)*0.08)/TB"
     run_ffmpeg(
-        [*_video_src("testsrc2", 3), *_sine(4, 330), "-vf", f"setpts={vfr_pts}", "-fps_mode", "passthrough",
-         "-enc_time_base", "1/1000", *_ENCODE, "-t", "4", str(p["vfr.mp4"])]
+        [*_video_src("testsrc2", 3), *_sine(4, 330), "-vf", f"setpts={vfr_pts}", *fps_mode_args("passthrough"),
+         "-enc_time_base", "1/1000", *_ENCODE, str(p["vfr.mp4"])]
     )  # fmt: skip
     _scenes(p["black.mp4"], [("color=c=black", 3)], _sine(3, 392))
     _text_card(p["text_card.mp4"])

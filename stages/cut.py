@@ -12,7 +12,7 @@ Clip times count from the video stream's first timestamp, FFmpeg's ``-ss`` from 
 start (the earliest stream): the difference is added, or a source whose video starts after its
 audio would be cut a frame early.
 
-The encode keeps the source's frame timestamps (``-fps_mode passthrough``: no frame is
+The encode keeps the source's frame timestamps (``-fps_mode passthrough``, ``-vsync`` before 5.1: no frame is
 duplicated or dropped to reach a constant rate), so a variable-frame-rate source makes a
 variable-frame-rate clip; the audio keeps the source's sample rate and channels (no ``-ar`` /
 ``-ac``). Trainers read both from the clip's columns, measured on the encoded file.
@@ -43,7 +43,7 @@ import av
 
 from schemas import Col, Kind
 from stages.base import Outcome, passed, rejected
-from stages.ffmpeg import ffmpeg_version, run_ffmpeg
+from stages.ffmpeg import ffmpeg_version, fps_mode_args, run_ffmpeg
 from stages.probe import frame_durations_vary, stream_timing
 from stages.storage import Storage, local_copy, scratch_dir
 
@@ -103,7 +103,7 @@ def ffmpeg_cut_args(
         "-map", "0:v:0", "-map", "0:a:0?",
         "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2",  # x264 + yuv420p need even sizes
         "-c:v", "libx264", "-preset", config.x264_preset, "-crf", str(config.crf), "-pix_fmt", "yuv420p",
-        "-fps_mode", "passthrough",  # keep source timestamps: no duplicated or dropped frames
+        *fps_mode_args("passthrough"),  # keep source timestamps: no duplicated or dropped frames
         "-c:a", "aac", "-b:a", f"{config.audio_bitrate_kbps}k",
         "-threads", str(config.threads), "-movflags", "+faststart", "-f", "mp4", dst,
     ]  # fmt: skip
