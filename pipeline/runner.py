@@ -43,12 +43,12 @@ from pipeline.dag import (
     funnel_stages,
 )
 from pipeline.funnel import FunnelRow, check_invariant, compute_funnel, count_states
-from pipeline.inputs import FileIdCache, check_plan, plan_sources
+from pipeline.inputs import FileIdCache, SkippedInputs, check_plan, plan_sources
 from pipeline.outputs import CONFIG_JSON, MANIFEST, drop_generations, prune_media, write_outputs
 from pipeline.staging import Staging, StagingBuffer, complete_sources, without_orphan_clips
 from schemas import SCHEMA_VERSION, WORK_SCHEMA, Col, Kind, State, conform
 from stages.base import mark_failed
-from stages.ffmpeg import ffmpeg_version
+from stages.ffmpeg import ffmpeg_info, ffmpeg_version, select_ffmpeg
 from stages.storage import SCRATCH_ENV, Storage
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "not installed"
     versions["ffmpeg"] = ffmpeg_version()
+    versions["ffmpeg_binary"] = ffmpeg_info()  # path, source (env|path|bundled), why it was chosen
     return versions
 
 
@@ -249,11 +250,11 @@ def _accept_pending(batch: pa.Table) -> pa.Table:
     return batch.set_column(idx, Col.STATE, pc.if_else(is_pending, State.ACCEPTED, state))
 
 
-def _plan(inputs: Sequence[str], config: Config, storage: Storage) -> list[dict[str, Any]]:
-    """The sources to curate; a plan with nothing to curate raises before the output location
-    is created."""
+def _plan(inputs: Sequence[str], config: Config, storage: Storage, skipped: SkippedInputs) -> list[dict[str, Any]]:
+    """The sources to curate (files skipped under the inputs are counted in ``skipped``); a plan
+    with nothing to curate raises before the output location is created."""
     cache = FileIdCache(storage, f"{WORK_DIR}/file_ids.json")
-    plan = plan_sources(inputs, config.ingest, cache)
+    plan = plan_sources(inputs, config.ingest, cache, skipped)
     check_plan(plan, inputs)
     if storage.is_local:
         Path(storage.base).mkdir(parents=True, exist_ok=True)
@@ -268,8 +269,10 @@ def run(inputs: Sequence[str], output_dir: str | os.PathLike, config: Config, sh
     t0 = time.monotonic()
     started_at = dt.datetime.now(dt.timezone.utc)
     run_id = new_run_id()
+    select_ffmpeg()  # logs which FFmpeg runs and why; an unusable $JAVIS_FFMPEG stops here, before OUT exists
     storage = Storage(output_dir)
-    plan = _plan(inputs, config, storage)
+    skipped = SkippedInputs()
+    plan = _plan(inputs, config, storage, skipped)
     staging = Staging(storage)
     status = complete_sources(staging.load())
     pending = []
@@ -283,7 +286,7 @@ def run(inputs: Sequence[str], output_dir: str | os.PathLike, config: Config, sh
     log.info("%d sources planned, %d already complete, %d to run", len(plan), num_skipped, len(pending))
     if pending:
         _execute(conform(pending, WORK_SCHEMA), config, storage, staging, show_progress, run_id)
-    return _finish(storage, config, plan, staging, num_skipped, t0, started_at, inputs, run_id)
+    return _finish(storage, config, plan, staging, num_skipped, t0, started_at, inputs, run_id, skipped)
 
 
 def _finish(
@@ -296,6 +299,7 @@ def _finish(
     started_at: dt.datetime,
     inputs: Sequence[str],
     run_id: str,
+    skipped: SkippedInputs | None = None,
 ) -> RunResult:
     planned_ids = {row[Col.ID] for row in plan}
     staged = staging.load()  # may hold sources of earlier runs with other inputs: kept, not reported
@@ -337,6 +341,9 @@ def _finish(
         "encoded": encode_summary(rows),
         "files": files,
         "invariant": "in = passed + rejected + failed holds for every stage; every input has one terminal state",
+        # files under the input folders that got no ledger row, by reason (hidden, sidecar,
+        # extension_filter): with the ledger, every file there is accounted for
+        "skipped_inputs": skipped.to_json() if skipped is not None else {},
     }
     write_card(storage, manifest)  # names the files just written; the manifest commits them
     storage.write_json(MANIFEST, manifest)  # last: it commits this run's outputs

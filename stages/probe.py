@@ -95,8 +95,16 @@ def stream_timing(path_or_file: Any) -> StreamTiming:
     return StreamTiming({kind: end - start for kind, (start, end) in spans.items()}, max_frame, tuple(video_pts))
 
 
-def _video_facts(container: av.container.InputContainer, config: ProbeConfig) -> dict[str, Any]:
-    stream = container.streams.video[0]
+def _video_streams(container: av.container.InputContainer) -> list[av.video.stream.VideoStream]:
+    """The real video streams: an attached picture (an audio file's cover art) is a one-frame
+    "video" stream to FFmpeg, not a video."""
+    cover = av.stream.Disposition.attached_pic
+    return [s for s in container.streams.video if not s.disposition & cover]
+
+
+def _video_facts(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, config: ProbeConfig
+) -> dict[str, Any]:
     pts: list[int] = []
     for packet in container.demux(stream):
         if packet.pts is not None:
@@ -135,8 +143,10 @@ def probe_media(path: str, config: ProbeConfig) -> dict[str, Any]:
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as e:
         raise ProbeError("unreadable", f"FFmpeg cannot open the file: {e}") from e
     with container:
-        if not container.streams.video:
-            raise ProbeError("no_video", "the file has no video stream")
+        video = _video_streams(container)
+        if not video:
+            cover = " (only an attached picture: cover art)" if container.streams.video else ""
+            raise ProbeError("no_video", f"the file has no video stream{cover}")
         facts: dict[str, Any] = {Col.PROBE_CONTAINER: container.format.name}
         facts[Col.PROBE_DURATION_S] = _duration_s(container)
         audio = container.streams.audio[0] if container.streams.audio else None
@@ -145,7 +155,7 @@ def probe_media(path: str, config: ProbeConfig) -> dict[str, Any]:
             facts[Col.PROBE_AUDIO_CODEC] = audio.codec_context.name
             facts[Col.PROBE_AUDIO_SAMPLE_RATE_HZ] = audio.codec_context.sample_rate
             facts[Col.PROBE_AUDIO_CHANNELS] = audio.codec_context.channels
-        facts.update(_video_facts(container, config))
+        facts.update(_video_facts(container, video[0], config))
     if facts[Col.PROBE_DURATION_S] is None:
         facts[Col.PROBE_DURATION_S] = stream_timing(path).duration_s.get("video")
     return facts

@@ -218,10 +218,10 @@ def location_info(location: str) -> pafs.FileInfo:
     return fs.get_file_info(path)
 
 
-def list_location(location: str, suffixes: frozenset[str]) -> list[tuple[str, pafs.FileInfo]]:
+def list_location(location: str, suffixes: frozenset[str] | None) -> list[tuple[str, pafs.FileInfo]]:
     """The files under a location on object storage whose name ends with one of ``suffixes``
-    (lower case), as (location, info), sorted: one listing, no request per object. The location
-    itself when it is such a file."""
+    (lower case; ``None``: every file), as (location, info), sorted: one listing, no request
+    per object. The location itself when it is such a file."""
     fs, path = _open(location)
     info = fs.get_file_info(path)
     root, _, query = location.partition("?")
@@ -231,11 +231,15 @@ def list_location(location: str, suffixes: frozenset[str]) -> list[tuple[str, pa
         return f"{scheme}://{found}" + (f"?{query}" if query else "")
 
     if info.type == pafs.FileType.File:
-        return [(location, info)] if os.path.splitext(path)[1].lower() in suffixes else []
+        return [(location, info)] if suffixes is None or os.path.splitext(path)[1].lower() in suffixes else []
     if info.type == pafs.FileType.NotFound:
         return []
     found = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    media = [i for i in found if i.type == pafs.FileType.File and os.path.splitext(i.path)[1].lower() in suffixes]
+    media = [
+        i
+        for i in found
+        if i.type == pafs.FileType.File and (suffixes is None or os.path.splitext(i.path)[1].lower() in suffixes)
+    ]
     return sorted((uri(i.path), i) for i in media)
 
 

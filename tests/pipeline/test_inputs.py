@@ -32,14 +32,18 @@ def _by_input(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def test_folder_is_searched_recursively_for_media_files(tmp_path: Path) -> None:
     a = _write(tmp_path / "in" / "a.mp4", b"a")
     b = _write(tmp_path / "in" / "sub" / "deeper" / "B.MKV", b"b")
-    _write(tmp_path / "in" / "notes.txt", b"https://example.com/not-read")
-    _write(tmp_path / "in" / "sub" / "frame.jpg", b"jpg")
-    rows = plan_sources([str(tmp_path / "in")], CONFIG)
+    notes = _write(tmp_path / "in" / "notes.txt", b"https://example.com/not-read")  # not read as a list
+    frame = _write(tmp_path / "in" / "sub" / "frame.jpg", b"jpg")
+    all_rows = plan_sources([str(tmp_path / "in")], CONFIG)
+    assert [row[Col.INPUT] for row in all_rows] == [str(a), str(notes), str(b), str(frame)]  # name order, depth first
+    rows = [r for r in all_rows if r[Col.STATE] == State.PENDING]
     assert [row[Col.INPUT] for row in rows] == [str(a), str(b)]
     assert [row[Col.SRC_PATH] for row in rows] == [str(a.resolve()), str(b.resolve())]
-    assert rows[0][Col.ID] == ids.source_id_for_content(ids.file_sha256(a))
-    assert all(row[Col.STATE] == State.PENDING and row[Col.SOURCE_ID] == row[Col.ID] for row in rows)
-    conform(rows)  # every key is a schema column
+    assert rows[0][Col.ID] == ids.source_id_for_content(ids.file_sha256(a))  # ids of media as before
+    assert all(row[Col.SOURCE_ID] == row[Col.ID] for row in rows)
+    others = [(r[Col.STAGE], r[Col.REASON]) for r in all_rows if r[Col.STATE] == State.REJECTED]
+    assert others == [("ingest", "not_media")] * 2
+    conform(all_rows)  # every key is a schema column
 
 
 def test_glob_pattern_selects_matching_files(tmp_path: Path) -> None:

@@ -155,10 +155,12 @@ def test_planning_lists_objects_without_a_request_per_object(s3_server, tmp_path
         bucket.write_bytes(name, name.encode())
     listing = tmp_path / "inputs.txt"
     listing.write_text(f"{bucket.location('b/three.webm')}\n")  # object URIs in a local list stay URIs
-    rows = plan_sources([bucket.root + "/a", str(listing), bucket.location("a/missing.mp4")], IngestConfig())
+    all_rows = plan_sources([bucket.root + "/a", str(listing), bucket.location("a/missing.mp4")], IngestConfig())
+    assert [r[Col.REASON] for r in all_rows if r[Col.SRC_PATH].endswith("notes.txt")] == ["not_media"]
+    rows = [r for r in all_rows if r[Col.STATE] == "pending"]
     assert [r[Col.SRC_PATH].rsplit("/", 2)[-2:] for r in rows] == [["a", "one.mp4"], ["a", "two.MKV"],
                                                                    ["b", "three.webm"], ["a", "missing.mp4"]]  # fmt: skip
     again = plan_sources([bucket.root + "/a"], IngestConfig())
-    assert [r[Col.ID] for r in again] == [r[Col.ID] for r in rows[:2]]  # deterministic ids
+    assert [r[Col.ID] for r in again] == [r[Col.ID] for r in all_rows[:3]]  # deterministic ids
     bucket.write_bytes("a/one.mp4", b"new content")  # a changed object is a new source
     assert plan_sources([bucket.location("a/one.mp4")], IngestConfig())[0][Col.ID] != rows[0][Col.ID]

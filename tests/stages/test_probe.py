@@ -58,3 +58,15 @@ def test_probe_stage_reason_codes(samples, tmp_path):
     assert stage.process({Col.SRC_PATH: str(audio_only)}).rejection.reason == "no_video"
     allowed = Probe(ProbeConfig(require_audio=False)).process({Col.SRC_PATH: str(samples / "no_audio.mp4")})
     assert allowed.rejection is None and allowed.columns[Col.PROBE_HAS_AUDIO] is False
+
+
+@pytest.mark.parametrize("ext, codec", [("mp3", "libmp3lame"), ("m4a", "aac")])
+def test_cover_art_is_not_a_video(tmp_path, ext, codec):
+    from stages.ffmpeg import run_ffmpeg
+
+    song = tmp_path / f"song.{ext}"
+    cover = ["-f", "lavfi", "-i", "testsrc2=s=64x64:d=1", "-frames:v", "1", "-map", "0:a", "-map", "1:v"]
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=d=1", *cover, "-disposition:v", "attached_pic", "-c:a", codec,
+                "-c:v", "mjpeg", str(song)])  # fmt: skip
+    outcome = Probe(ProbeConfig()).process({Col.SRC_PATH: str(song)})
+    assert outcome.rejection.reason == "no_video" and "cover art" in outcome.rejection.detail
