@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from model.encoders import Encoders, build_encoders, log_mel
 from model.spec import TINY, LatentSpec
-from pipeline.outputs import read_shards
+from pipeline.outputs import read_shards, require_run
 from schemas import Col, NegCol
 from schemas.latents import LATENT_FAILURE_SCHEMA, LATENTS_SCHEMA, LatCol, LatentKind, pack_tensor
 from stages.storage import Storage, is_uri
@@ -333,6 +333,7 @@ def precompute_latents(
             "first (e.g. `aws s3 sync s3://bucket/run run`), then `javis latents run`"
         )
     data_dir = Path(data_dir).resolve()
+    require_run(str(data_dir))
     output_dir = Path(output_dir).resolve() if output_dir else data_dir / LATENTS_DIR
     buckets = buckets or (TINY_BUCKETS if spec == TINY else PAPER_BUCKETS)
     buckets.check(spec)

@@ -65,16 +65,27 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, audio: np
     return path
 
 
+def _check_device(device: str) -> None:
+    """A device name torch knows and this machine has (a user mistake, not a traceback)."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as e:
+        raise ValueError(f"--device {device!r}: {e}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device!r}: this machine has no CUDA GPU (use --device cpu)")
+
+
 def sample(checkpoint: str | os.PathLike, prompt: str, output_path: str | os.PathLike, *, steps: int = 30,
            cfg: float = 7.0, seed: int = 0, num_frames: int | None = None, duration_s: float | None = None,
            resolution: tuple[int, int] | None = None, prior_checkpoint: str | os.PathLike | None = None,
            use_ema: bool = True, encoder_paths: Mapping[str, str] | None = None,
-           device: str = "cpu") -> dict[str, Any]:  # fmt: skip
+           device: str = "cpu", preset: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Write ``output_path`` (MP4) for ``prompt``; returns a summary (path, frames, duration, shapes).
 
     ``checkpoint``: a checkpoint folder or a run folder (its latest). Length: ``num_frames`` at the
     spec's fps, or ``duration_s``, default the shortest training bucket; ``resolution`` (height,
-    width) defaults to the first bucket's. Paper defaults: 30 Euler steps, CFG 7.0.
+    width) defaults to the first bucket's. Paper defaults: 30 Euler steps, CFG 7.0. ``preset``,
+    when given, must be the one the checkpoint was trained with (a clear error, not a shape one).
     """
     from model.latents import PAPER_BUCKETS, TINY_BUCKETS
     from model.spec import TINY
@@ -82,7 +93,17 @@ def sample(checkpoint: str | os.PathLike, prompt: str, output_path: str | os.Pat
     loaded = ckpt.load_weights(checkpoint)
     if "dit" not in loaded:
         raise ValueError(f"{loaded['path']} holds no JavisDiT weights (a prior checkpoint without a DiT link)")
-    presets = load_preset(loaded["config"]["preset"])
+    trained = loaded["config"]["preset"]
+    if preset is not None and preset != trained:
+        raise ValueError(f"checkpoint {loaded['path']} was trained with preset {trained}, --preset {preset} given")
+    if steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {steps}")
+    _check_device(device)
+    prior_source = ckpt.load_weights(prior_checkpoint) if prior_checkpoint else loaded
+    if prior_source["config"]["preset"] != trained:
+        raise ValueError(f"--prior-checkpoint {prior_source['path']} was trained with preset "
+                         f"{prior_source['config']['preset']}, the checkpoint with {trained}")  # fmt: skip
+    presets = load_preset(trained)
     spec = presets.dit.latents
     buckets = TINY_BUCKETS if spec == TINY else PAPER_BUCKETS
     height, width = resolution or buckets.resolutions[0]
@@ -96,7 +117,6 @@ def sample(checkpoint: str | os.PathLike, prompt: str, output_path: str | os.Pat
     dit = JavisDiT(presets.dit)
     _load(dit, loaded["dit"], loaded.get("dit_ema"), use_ema)
     dit.to(device)
-    prior_source = ckpt.load_weights(prior_checkpoint) if prior_checkpoint else loaded
     generator = torch.Generator(device=device).manual_seed(seed)
     text, text_mask = encoders.text.encode([prompt])
     prior_s = prior_t = None

@@ -121,14 +121,52 @@ class TrainConfig:
 
 
 def latents_folder(data: str | os.PathLike) -> Path:
-    """``<data>/latents`` (or ``data`` itself when it is a latents folder); a clear error if absent."""
-    from model.latents import LATENTS_DIR, SHARDS_DIR, latent_shards
+    """``<data>/latents`` (or ``data`` itself when it is a latents folder); a clear error if absent.
+    A curated run's own ``shards/`` (clips, not latents) do not make it a latents folder."""
+    from model.latents import LATENTS_DIR, latent_shards
 
     data = Path(data).resolve()
-    folder = data if (data / SHARDS_DIR).is_dir() and not (data / LATENTS_DIR).is_dir() else data / LATENTS_DIR
+    if not (data / LATENTS_DIR).is_dir() and _holds_latents(data):
+        return data
+    folder = data / LATENTS_DIR
     if not latent_shards(folder):
-        raise FileNotFoundError(f"no latents in {folder}: make them with `javis latents {data}`")
+        raise FileNotFoundError(f"{data} has no latents: run `javis latents {data}` first")
     return folder
+
+
+def _holds_latents(folder: Path) -> bool:
+    import pyarrow.parquet as pq
+
+    from model.latents import latent_shards
+
+    shards = latent_shards(folder)
+    return bool(shards) and LatCol.CLIP_ID in pq.read_schema(shards[0]).names
+
+
+def check_inputs(config: TrainConfig, latents_dir: Path) -> None:
+    """User mistakes that would otherwise surface as a shape error inside a worker: latents made
+    for another preset, a prior stage without negatives, checkpoints of another preset."""
+    import pyarrow.parquet as pq
+
+    from model.latents import MANIFEST, latent_shards
+    from model.spec import SPECS
+
+    manifest = latents_dir / MANIFEST
+    spec = json.loads(manifest.read_text()).get("spec") if manifest.is_file() else None
+    made = next((name for name, s in SPECS.items() if json.loads(json.dumps(dataclasses.asdict(s))) == spec), None)
+    if made is not None and made != config.preset:
+        raise ValueError(f"the latents in {latents_dir} were made for preset {made}, --preset {config.preset} "
+                         f"given: train with --preset {made}, or make latents with `javis latents --preset "
+                         f"{config.preset}`")  # fmt: skip
+    if config.stage == "prior":
+        kinds = pq.read_table(latent_shards(latents_dir), columns=[LatCol.KIND]).column(LatCol.KIND).to_pylist()
+        if "negative" not in kinds:
+            raise ValueError(f"{config.data} has no latents of hard negatives: run `javis augment {config.data}`, "
+                             f"then `javis latents {config.data}` again")  # fmt: skip
+    for option, path in (("--init-from", config.init_from), ("--prior-from", config.prior_from)):
+        trained = ckpt.read_meta(ckpt.resolve_checkpoint(path)).get("preset") if path else None
+        if trained is not None and trained != config.preset:
+            raise ValueError(f"{option} {path} was trained with preset {trained}, --preset {config.preset} given")
 
 
 # ---------------------------------------------------------------- objectives (one nn.Module for DDP)
@@ -481,6 +519,8 @@ def train(config: TrainConfig, resume: bool | None = None) -> dict[str, Any]:
         meta = ckpt.read_meta(latest)
         if meta["stage"] != config.stage:
             raise ValueError(f"{run_dir} holds a {meta['stage']} run, not {config.stage}")
+        if meta.get("preset", config.preset) != config.preset:
+            raise ValueError(f"{run_dir} holds a run with preset {meta['preset']}, --preset {config.preset} given")
         if meta["step"] >= config.steps:
             log.warning("%s is already at step %d >= %d: nothing to do", run_dir, meta["step"], config.steps)
             return {"stage": config.stage, "steps": meta["step"], "first_loss": None, "last_loss": None,
@@ -489,6 +529,7 @@ def train(config: TrainConfig, resume: bool | None = None) -> dict[str, Any]:
         config, data=str(Path(config.data).resolve()), output=str(run_dir),
         init_from=str(ckpt.resolve_checkpoint(config.init_from)) if config.init_from else None,
         prior_from=str(ckpt.resolve_checkpoint(config.prior_from)) if config.prior_from else None)
+    check_inputs(config, latents_dir)
     held = holdout_clip_ids(latents_dir, config.num_holdout_clips)
     holdout_rows = []
     if held:

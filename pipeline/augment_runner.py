@@ -27,7 +27,7 @@ from augment.build import AugmentConfig, build_context, clip_metadata, clip_nega
 from pipeline.card import write_card
 from pipeline.config import RayConfig
 from pipeline.outputs import MANIFEST as RUN_MANIFEST
-from pipeline.outputs import new_generation, read_shards, write_table
+from pipeline.outputs import new_generation, read_shards, require_run, write_table
 from schemas import AUGMENT_LEDGER_SCHEMA, NEGATIVE_SCHEMA, Col, NegCol, State, conform
 from stages.storage import Storage
 
@@ -99,10 +99,10 @@ def run_augment(out: str | os.PathLike, config: AugmentConfig, ray_config: RayCo
 
     from pipeline.runner import library_versions, start_ray
 
-    out = Storage(out)
+    out = require_run(out)
     clips = read_shards(out).sort_by(Col.ID)
     if clips.num_rows == 0:
-        raise ValueError(f"{out} has no accepted clips (shards/): run `javis run` first")
+        raise ValueError(f"{out.root} has no accepted clips: nothing to augment (see `javis audit {out.root}`)")
     started = start_ray(ray_config)
     try:
         blocks = [clips.slice(i, 1) for i in range(clips.num_rows)]

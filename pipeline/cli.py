@@ -11,7 +11,7 @@ javis latents OUT [--encoders tiny|production] [--preset tiny|paper] [--path key
 javis train video|audio|prior|joint --preset NAME --data OUT --output RUN_DIR [--steps N] [--workers N]
           [--batch-size N] [--init-from CKPT] [--gpu]
 javis params prior|dit --preset NAME
-javis sample --checkpoint RUN_DIR --prompt TEXT --output FILE.mp4
+javis sample --checkpoint RUN_DIR --prompt TEXT --output FILE.mp4 [--preset tiny|paper] [-v]
 """
 
 from __future__ import annotations
@@ -153,7 +153,10 @@ def demo(output, preset, config_path, overrides, address, num_cpus, quiet, verbo
     except ValueError as e:
         raise _user_error(e, verbose) from e
     samples = Path(output) / "sample_inputs"
-    make_sample_media(samples)
+    try:
+        make_sample_media(samples)
+    except (ValueError, FileNotFoundError) as e:  # an unusable $JAVIS_FFMPEG
+        raise _user_error(e, verbose) from e
     click.echo(f"sample media in {samples}")
     _curate([str(samples)], output, config, quiet, verbose)
 
@@ -228,7 +231,7 @@ def augment(output, seed, overrides, address, num_cpus, verbose) -> None:
         config = build_dataclass(AugmentConfig, values, "augment")
         manifest = run_augment(output, config, RayConfig(address=address, num_cpus=num_cpus))
     except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from e
+        raise _user_error(e, verbose) from e
     f = manifest["funnel"]
     click.echo(f"augment: {f['in']} clips, {f['passed']} done, {f['failed']} failed; {manifest['negatives']} negatives")
     for name, count in sorted(manifest["by_operation"].items()):
@@ -241,15 +244,16 @@ def augment(output, seed, overrides, address, num_cpus, verbose) -> None:
 @click.option("--set", "overrides", multiple=True, required=True, metavar="SECTION.KEY=VALUE",
               help="A new threshold, e.g. --set motion.min_flow=0.05. Repeatable.")  # fmt: skip
 @click.option("--dry-run", is_flag=True, help="Print the new funnel without writing anything.")
-def refilter(output, overrides, dry_run) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Tracebacks of errors.")
+def refilter(output, overrides, dry_run, verbose) -> None:
     """Re-apply thresholds to a finished run from its stored scores (no decoding)."""
     from pipeline.audit import format_funnel
     from pipeline.refilter import refilter as run_refilter
 
     try:
         funnel = run_refilter(output, list(overrides), dry_run=dry_run)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from e
+    except (ValueError, FileNotFoundError) as e:
+        raise _user_error(e, verbose) from e
     click.echo(format_funnel([f.to_json() for f in funnel]))
     if not dry_run:
         click.echo(f"\nrewrote the outputs of {output}; clips marked NeedsRescore are computed by the next `javis run`")
@@ -331,7 +335,7 @@ def latents(output, encoders, preset, paths, batch_size, workers, gpus, address,
                                      encoder_paths=_key_values(paths, "--path"), batch_size=batch_size,
                                      num_workers=workers, num_gpus=gpus, ray_address=address)
     except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from e
+        raise _user_error(e, verbose) from e
     click.echo(json.dumps({k: summary[k] for k in ("output_dir", "inputs", "positives", "negatives", "skipped_done",
                                                    "encoded", "failed")}))
 
@@ -373,7 +377,7 @@ def train(stage, preset, data, output, steps, workers, batch_size, lr, init_from
                              log_every=log_every, init_from=init_from, prior_from=prior_from, ray_address=address)
         summary = run_train(config)
     except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from e
+        raise _user_error(e, verbose) from e
     keys = ("stage", "steps", "first_loss", "last_loss", "checkpoint", "margin_before", "margin_after")
     click.echo(json.dumps({k: summary[k] for k in keys if k in summary}))
 
@@ -395,6 +399,15 @@ def params(kind, preset, stage) -> None:
         raise click.ClickException(str(e)) from e
 
 
+def _resolution(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise ValueError(f"--resolution must be HxW with positive integers, e.g. 48x64; got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 @main.command()
 @click.option("--checkpoint", required=True, type=click.Path(exists=True), help="Checkpoint or run folder.")
 @click.option("--prompt", required=True)
@@ -407,22 +420,24 @@ def params(kind, preset, stage) -> None:
 @click.option("--prior-checkpoint", default=None, help="An ST-Prior checkpoint, if --checkpoint has none.")
 @click.option("--path", "paths", multiple=True, metavar="KEY=DIR", help="Local weights for production encoders.")
 @click.option("--device", default="cpu", show_default=True)
+@click.option("--preset", type=click.Choice(["tiny", "paper"]), default=None,
+              help="Check that the checkpoint was trained with this preset (default: the checkpoint's).")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level; tracebacks of errors.")
 def sample(checkpoint, prompt, output, steps, cfg, seed, duration_s, resolution, prior_checkpoint, paths,
-           device) -> None:  # fmt: skip
+           device, preset, verbose) -> None:  # fmt: skip
     """Write a video with its audio track (MP4, H.264 + AAC) for PROMPT from a checkpoint."""
     import json
 
     from model.sample import sample as run_sample
 
+    _setup_logging(verbose)
     try:
-        size = tuple(int(v) for v in resolution.lower().split("x")) if resolution else None
-        if size is not None and len(size) != 2:
-            raise ValueError(f"--resolution must be HxW, got {resolution!r}")
+        size = _resolution(resolution)
         summary = run_sample(checkpoint, prompt, output, steps=steps, cfg=cfg, seed=seed, duration_s=duration_s,
                              resolution=size, prior_checkpoint=prior_checkpoint,
-                             encoder_paths=_key_values(paths, "--path"), device=device)
+                             encoder_paths=_key_values(paths, "--path"), device=device, preset=preset)
     except (ValueError, FileNotFoundError) as e:
-        raise click.ClickException(str(e)) from e
+        raise _user_error(e, verbose) from e
     click.echo(json.dumps(summary))
 
 

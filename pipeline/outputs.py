@@ -41,6 +41,17 @@ def as_storage(out: str | Any) -> Storage:
     return out if isinstance(out, Storage) else Storage(out)
 
 
+def require_run(out: str | Any) -> Storage:
+    """``out`` as a :class:`Storage`; ``FileNotFoundError`` saying to run ``javis run`` first when
+    it holds no finished run (no manifest), for the commands that read one."""
+    storage = as_storage(out)
+    if not storage.exists(MANIFEST):
+        raise FileNotFoundError(
+            f"{storage.root} has no curated run (no {MANIFEST}): run `javis run -i INPUT -o {storage.root}` first"
+        )
+    return storage
+
+
 def new_generation() -> str:
     """A sortable, unique tag for one run's output files on object storage."""
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]

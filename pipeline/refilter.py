@@ -25,7 +25,7 @@ from pipeline.card import write_card
 from pipeline.config import Config, config_from_dict, load_config_over
 from pipeline.dag import StageSpec, active_stages, apply_balance, funnel_stages
 from pipeline.funnel import FunnelRow, check_invariant, compute_funnel, count_states
-from pipeline.outputs import CONFIG_JSON, MANIFEST, drop_generations, read_ledger, write_outputs
+from pipeline.outputs import CONFIG_JSON, MANIFEST, drop_generations, read_ledger, require_run, write_outputs
 from pipeline.staging import Staging
 from schemas import WORK_SCHEMA, Col, Kind, State, conform
 from stages.base import now_utc
@@ -88,7 +88,7 @@ def _needs_rescore(row: dict[str, Any], stage: str, why: str) -> dict[str, Any]:
 
 def refilter(out: str | os.PathLike, overrides: Sequence[str], dry_run: bool = False) -> list[FunnelRow]:
     """Apply ``overrides`` to the run in ``out`` from stored scores; returns the new funnel."""
-    out = Storage(out)
+    out = require_run(out)
     old_config = config_from_dict(out.read_json(CONFIG_JSON))
     config = load_config_over(old_config, overrides)
     specs = active_stages(config)

@@ -12,7 +12,11 @@ Called by :class:`stages.ingest.Ingest` for rows with a ``src_url`` and by input
   (not from yt-dlp's English messages) and becomes ``rejected("filtered")``.
 * **Errors** raise :class:`DownloadFailed` (or ``TimeoutError``); ``apply_stage`` records them
   as ``failed`` and the next run retries. Within one call, transient errors (time-outs, 5xx,
-  429) are retried with exponential backoff; permanent ones (most 4xx, unsupported pages) are not.
+  429) are retried with exponential backoff, or after the server's ``Retry-After`` when that
+  fits in what is left of ``timeout_s`` (else the item fails at once, saying so); permanent
+  ones (most 4xx, redirect loops, unsupported pages) are not.
+* **Not media**: a file that starts like a web page (a server that labels HTML ``video/mp4``)
+  is deleted and becomes ``rejected("not_media")``.
 * **Time-out**: yt-dlp has no overall deadline and a slow server can keep it busy forever, so
   each item runs in a child process that is killed after ``timeout_s`` (all attempts included).
   ``spawn`` because forking a multi-threaded Ray worker can deadlock the child.
@@ -53,6 +57,7 @@ _MARKER_SUFFIX = ".ingest.json"  # completion marker, written after the media fi
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]+$")  # ids become file names and glob patterns
 _RETRYABLE_HTTP = frozenset({408, 425, 429})  # 4xx codes that mean "try again later"
 _KILL_GRACE_S = 5.0
+_RETRY_MARGIN_S = 2.0  # a Retry-After wait must leave this much of the time-out for the attempt
 # <key>[<count>]:<terms>; "date" belongs to keys such as nicosearchdate. yt-dlp wants counts >= 1.
 _SEARCH_QUERY = re.compile(r"^(?P<key>[a-z0-9]*?search(?:date)?)(?P<count>\d+|all)?:(?P<terms>.+)$", re.I | re.S)
 
@@ -62,15 +67,23 @@ class DownloadFailed(RuntimeError):
     (``HTTPError``, ``UnsupportedError``, ``TransportError``...); the message starts with it and
     the HTTP status so the ledger's ``error_message`` says what happened without a traceback."""
 
-    def __init__(self, error_type: str, detail: str, status: int | None = None, permanent: bool = False) -> None:
+    def __init__(
+        self,
+        error_type: str,
+        detail: str,
+        status: int | None = None,
+        permanent: bool = False,
+        retry_after_s: float | None = None,
+    ) -> None:
         self.error_type = error_type
         self.detail = detail
         self.status = status
         self.permanent = permanent
+        self.retry_after_s = retry_after_s  # the server's Retry-After (429, 503), in seconds
         super().__init__(f"{error_type}{f' {status}' if status is not None else ''}: {detail}")
 
     def __reduce__(self) -> tuple[Any, ...]:  # keep the extra fields when pickled
-        return (DownloadFailed, (self.error_type, self.detail, self.status, self.permanent))
+        return (DownloadFailed, (self.error_type, self.detail, self.status, self.permanent, self.retry_after_s))
 
 
 class _YtdlpLog:
@@ -157,12 +170,32 @@ def _cause_chain(err: BaseException) -> list[BaseException]:
     return chain
 
 
+def retry_after_s(value: str | None, now: float | None = None) -> float | None:
+    """A ``Retry-After`` header in seconds from now: delta-seconds or an HTTP date (RFC 9110);
+    ``None`` when absent or unparsable. A date in the past is 0."""
+    import email.utils
+
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None or when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
 def classify_error(err: BaseException) -> DownloadFailed:
     """A :class:`DownloadFailed` naming the real error, and whether retrying can help.
 
-    Permanent: HTTP 4xx except 408/425/429, unsupported pages or URL schemes, extractor errors
-    yt-dlp marks as expected (private, removed, geo-blocked videos), and bugs (non-I/O errors).
-    Transient: everything else yt-dlp or the OS raises (time-outs, refused connections, 5xx).
+    Permanent: HTTP 4xx except 408/425/429, redirect loops, unsupported pages or URL schemes,
+    extractor errors yt-dlp marks as expected (private, removed, geo-blocked videos), and bugs
+    (non-I/O errors). Transient: everything else yt-dlp or the OS raises (time-outs, refused
+    connections, 5xx). A ``Retry-After`` of the response is kept for the retry loop.
     """
     from yt_dlp.networking.exceptions import HTTPError, NoSupportingHandlers
     from yt_dlp.utils import DownloadError, ExtractorError, UnsupportedError, YoutubeDLError
@@ -171,8 +204,12 @@ def classify_error(err: BaseException) -> DownloadFailed:
     detail = re.sub(r"^ERROR:\s*", "", str(err)) or repr(err)
     http = next((e for e in chain if isinstance(e, HTTPError)), None)
     if http is not None:
+        if getattr(http, "redirect_loop", False) or 300 <= http.status < 400:  # the same loop next time
+            return DownloadFailed("RedirectLoop", detail, status=http.status, permanent=True)
         permanent = 400 <= http.status < 500 and http.status not in _RETRYABLE_HTTP
-        return DownloadFailed("HTTPError", detail, status=http.status, permanent=permanent)
+        headers = getattr(getattr(http, "response", None), "headers", None)
+        wait = retry_after_s(headers.get("Retry-After")) if headers is not None else None
+        return DownloadFailed("HTTPError", detail, status=http.status, permanent=permanent, retry_after_s=wait)
     inner = next((e for e in chain if not isinstance(e, DownloadError)), chain[-1])
     if any(isinstance(e, (UnsupportedError, NoSupportingHandlers)) for e in chain):
         permanent = True
@@ -261,10 +298,16 @@ def _attempt(url: str, source_id: str, download_dir: str, config: IngestConfig) 
     return _interpret(info, options["match_filter"].playlist, config)
 
 
-def download_with_retries(url: str, source_id: str, download_dir: str, config: IngestConfig) -> Outcome:
+def download_with_retries(
+    url: str, source_id: str, download_dir: str, config: IngestConfig, deadline: float | None = None
+) -> Outcome:
     """Up to ``config.retries`` attempts, waiting ``backoff_s``, then twice as long, ...;
-    a permanent error stops at once. yt-dlp's own per-connection retries (which resume a
-    partial file) still happen inside each attempt."""
+    a permanent error stops at once. A server's ``Retry-After`` (429, 503) replaces the
+    backoff when the wait fits before ``deadline`` (``time.monotonic()``; default: ``timeout_s``
+    from now); when it does not, the item fails at once with that reason instead of being killed
+    midway. yt-dlp's own per-connection retries (which resume a partial file) still happen inside
+    each attempt."""
+    deadline = time.monotonic() + config.timeout_s if deadline is None else deadline
     delay = config.backoff_s
     for attempt in range(1, config.retries + 1):
         try:
@@ -273,22 +316,33 @@ def download_with_retries(url: str, source_id: str, download_dir: str, config: I
             if e.permanent or attempt == config.retries:
                 if attempt == 1:
                     raise
-                detail = f"{e.detail} (after {attempt} attempts)"
-                raise DownloadFailed(e.error_type, detail, e.status, e.permanent) from None
+                raise _with_detail(e, f"{e.detail} (after {attempt} attempts)") from None
+            wait = delay if e.retry_after_s is None else e.retry_after_s
+            left_s = deadline - time.monotonic()
+            if e.retry_after_s is not None and wait > left_s - _RETRY_MARGIN_S:
+                detail = (
+                    f"{e.detail}; the server asked to retry after {wait:g} s, more than the {max(left_s, 0):.0f} s"
+                    f" left of ingest.timeout_s ({config.timeout_s:g} s); retried on the next run"
+                )
+                raise _with_detail(e, detail) from None
             log.warning(
                 "download %s: attempt %d/%d failed (%s); retrying in %.1f s",
                 source_id,
                 attempt,
                 config.retries,
                 e,
-                delay,
+                wait,
             )
-        time.sleep(delay)
+        time.sleep(wait)
         delay *= 2
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _child_main(conn: Any, url: str, source_id: str, download_dir: str, config: IngestConfig) -> None:
+def _with_detail(e: DownloadFailed, detail: str) -> DownloadFailed:
+    return DownloadFailed(e.error_type, detail, e.status, e.permanent, e.retry_after_s)
+
+
+def _child_main(conn: Any, url: str, source_id: str, download_dir: str, config: IngestConfig, deadline: float) -> None:
     """Child-process entry: its own process group (so a kill also reaches an FFmpeg started
     for a merge), and exactly one message back: ``("ok", Outcome)`` or ``("error", DownloadFailed)``."""
     try:
@@ -296,7 +350,7 @@ def _child_main(conn: Any, url: str, source_id: str, download_dir: str, config: 
     except OSError:
         pass
     try:
-        message: tuple[str, Any] = ("ok", download_with_retries(url, source_id, download_dir, config))
+        message: tuple[str, Any] = ("ok", download_with_retries(url, source_id, download_dir, config, deadline))
     except DownloadFailed as e:
         message = ("error", e)
     except BaseException as e:  # anything else must still reach the parent, as a message
@@ -321,8 +375,11 @@ def _run_in_child(url: str, source_id: str, download_dir: str, config: IngestCon
     """Run :func:`download_with_retries` in a child process under the wall-clock limit."""
     ctx = multiprocessing.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
+    deadline = time.monotonic() + config.timeout_s  # CLOCK_MONOTONIC is system-wide: the child shares it
     proc = ctx.Process(
-        target=_child_main, args=(sender, url, source_id, download_dir, config), name=f"download-{source_id}"
+        target=_child_main,
+        args=(sender, url, source_id, download_dir, config, deadline),
+        name=f"download-{source_id}",
     )
     proc.start()
     sender.close()  # so a child that dies without a message shows up as EOF
@@ -420,7 +477,9 @@ def download(url: str, source_id: str, download_dir: str, config: IngestConfig) 
     """Download ``url`` to ``<download_dir>/<source_id>.<ext>``.
 
     Returns ``passed`` with ``src_path`` (absolute), ``src_size_bytes`` and yt-dlp's metadata,
-    or ``rejected("filtered")`` when a duration / date / size filter skipped the video. Raises
+    ``rejected("filtered")`` when a duration / date / size filter skipped the video (a
+    ``Content-Length`` over the size cap stops before the body), or ``rejected("not_media")``
+    when the server sent a web page instead of media (the file is deleted). Raises
     :class:`DownloadFailed` on a download error and ``TimeoutError`` past ``config.timeout_s``.
     """
     if not _SAFE_ID.match(source_id):
@@ -435,9 +494,22 @@ def download(url: str, source_id: str, download_dir: str, config: IngestConfig) 
     except BaseException:
         _remove_partials(download_dir, source_id)
         raise
+    if outcome.rejection is None and _is_markup(outcome.columns[Col.SRC_PATH]):
+        os.remove(outcome.columns.pop(Col.SRC_PATH))
+        detail = "the server sent an HTML/XML page, not media (whatever its Content-Type said)"
+        return rejected("not_media", detail=detail, **outcome.columns)
     if outcome.rejection is None:
         _write_marker(download_dir, source_id, outcome)
     return outcome
+
+
+def _is_markup(path: str) -> bool:
+    """The file starts like a web page (``<html``, ``<!DOCTYPE``, ``<?xml``...): no container
+    javis decodes starts with ``<``, so a server that labels a page ``video/mp4`` is caught here,
+    before the file is stored, instead of as an ``unreadable`` source at probe."""
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"<")
 
 
 def search_url(query: str, max_results: int) -> str:

@@ -8,9 +8,16 @@ without the network. What yt-dlp leaves in scratch is removed.
 Output columns: ``src_path`` (local file or object URI), ``src_size_bytes`` and, for downloads,
 the source metadata yt-dlp reports (title, uploader, upload date, licence, duration, extractor).
 Reason codes: ``missing_file`` (local path gone), ``empty_file`` (zero bytes),
-``duplicate`` (same content as another input) and ``no_media_found`` (a folder, glob or list
-that named no media file): both set by input planning,
-``filtered`` (yt-dlp's duration / size / date filters skipped the video).
+``duplicate`` (same content as another input), ``no_media_found`` (a folder, glob or list
+that named no media file), ``not_media`` (a file under an input folder or prefix that has no
+video or audio extension; the detail names it) and ``unreadable`` (a broken symbolic link, a
+link loop, a file that cannot be read; the detail says which): these five set by input
+planning (``pipeline/inputs.py``, ``pipeline/listing.py``),
+``filtered`` (yt-dlp's duration / size / date filters skipped the video, a ``Content-Length``
+over the size cap included), ``not_media`` (a download that is a web page, whatever its
+``Content-Type``), ``unsupported_url`` (a list entry with a scheme other than http(s) or object
+storage: ``file://``, ``ftp://``, ``javascript:``...) and ``outside_list_folder`` (a list's
+local path that leads out of the list's folder): the last two set by input planning.
 Download errors (HTTP errors, unsupported pages, time-outs) are ``failed`` and retried on the
 next run.
 """
@@ -22,6 +29,7 @@ import os
 import shutil
 from typing import Any, ClassVar
 
+from pipeline.listing import normalise_extensions
 from schemas import Col, Kind
 from stages.base import Outcome, passed, rejected
 from stages.storage import Storage, is_uri, location_info, scratch_dir
@@ -43,6 +51,10 @@ class IngestConfig:
     socket_timeout_s: float = 30.0  # yt-dlp: give up on a connection silent this long
     search_max_results: int = 10  # results taken per yt-dlp search query
     rate_limit_bytes_s: int | None = None  # download speed cap per item, bytes/s (None: no cap)
+    # Only files with these extensions (e.g. [".mp4", ".mkv"]) under an input folder or prefix
+    # are considered; the others are skipped and counted in the manifest (None: every file is
+    # recorded, non-media ones rejected as not_media).
+    extensions: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("date_after", "date_before"):
@@ -55,6 +67,8 @@ class IngestConfig:
             raise ValueError("ingest time-outs must be > 0 and backoff >= 0")
         if self.search_max_results < 1:
             raise ValueError("ingest.search_max_results must be >= 1")
+        if self.extensions is not None:  # ("MP4", ".mkv") -> (".mkv", ".mp4"): a stable config hash
+            object.__setattr__(self, "extensions", normalise_extensions(self.extensions))
 
 
 class Ingest:
@@ -62,7 +76,17 @@ class Ingest:
 
     name: ClassVar[str] = "ingest"
     unit: ClassVar[str] = Kind.SOURCE
-    reasons: ClassVar[tuple[str, ...]] = ("missing_file", "empty_file", "duplicate", "filtered", "no_media_found")
+    reasons: ClassVar[tuple[str, ...]] = (
+        "missing_file",
+        "empty_file",
+        "duplicate",
+        "filtered",
+        "no_media_found",
+        "not_media",
+        "unreadable",
+        "unsupported_url",
+        "outside_list_folder",
+    )
     requires: ClassVar[tuple[str, ...]] = (Col.SRC_PATH, Col.SRC_URL)
     produces: ClassVar[tuple[str, ...]] = (
         Col.SRC_PATH,

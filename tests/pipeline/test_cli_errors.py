@@ -128,3 +128,139 @@ def test_config_keys_are_the_keys_set_takes() -> None:
     for key in config_keys("default")[::25]:  # a sample across the sections
         value = json.dumps(key.value) if not isinstance(key.value, str) else key.value
         load_config("default", overrides=[f"{key.key}={value}"])
+
+
+# The model commands on folders that lack the previous step's output: which command to run first.
+
+
+def _fake_run(folder: Path) -> Path:
+    """A curated run's layout as far as these checks read it: a manifest and clip shards."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (folder / "shards").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["c1"], "source_id": ["s1"]}), folder / "shards" / "shard-00000.parquet")
+    (folder / "manifest.json").write_text("{}")
+    return folder
+
+
+def _fake_latents(folder: Path, preset: str, kinds: list[str]) -> Path:
+    import dataclasses
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from model.spec import SPECS
+
+    latents = folder / "latents"
+    (latents / "shards").mkdir(parents=True)
+    table = pa.table({"id": [f"x{i}" for i in range(len(kinds))], "clip_id": ["c1"] * len(kinds), "kind": kinds})
+    pq.write_table(table, latents / "shards" / "shard-00000.parquet")
+    (latents / "manifest.json").write_text(json.dumps({"spec": dataclasses.asdict(SPECS[preset])}))
+    return folder
+
+
+def _fake_checkpoint(folder: Path, preset: str, stage: str = "joint") -> Path:
+    import torch
+
+    folder.mkdir(parents=True)
+    torch.save({"weights": {"dit": {}}, "config": {"stage": stage, "preset": preset}}, folder / "state.pt")
+    (folder / "meta.json").write_text(json.dumps({"stage": stage, "preset": preset, "step": 1}))
+    return folder
+
+
+def test_train_on_a_curated_run_without_latents_says_run_latents_first(tmp_path: Path) -> None:
+    out = _fake_run(tmp_path / "out")  # its shards/ hold clips: no raw pyarrow schema error
+    code, output = _invoke("train", "prior", "--data", str(out), "-o", str(tmp_path / "run"))
+    assert code != 0
+    assert _one_error_line(output) == f"Error: {out} has no latents: run `javis latents {out}` first"
+
+
+def test_train_prior_without_negatives_says_run_augment_first(tmp_path: Path) -> None:
+    out = _fake_latents(_fake_run(tmp_path / "out"), "tiny", ["positive", "positive"])
+    code, output = _invoke("train", "prior", "--data", str(out), "-o", str(tmp_path / "run"))
+    line = _one_error_line(output)
+    assert code != 0 and f"`javis augment {out}`" in line and f"`javis latents {out}`" in line
+
+
+def test_train_on_latents_of_another_preset_says_so(tmp_path: Path) -> None:
+    out = _fake_latents(_fake_run(tmp_path / "out"), "paper", ["positive"])
+    code, output = _invoke("train", "video", "--data", str(out), "-o", str(tmp_path / "run"), "--preset", "tiny")
+    line = _one_error_line(output)
+    assert code != 0 and "made for preset paper, --preset tiny given" in line
+
+
+def test_train_from_a_checkpoint_of_another_preset_says_so(tmp_path: Path) -> None:
+    out = _fake_latents(_fake_run(tmp_path / "out"), "tiny", ["positive"])
+    video = _fake_checkpoint(tmp_path / "video" / "checkpoint_00000001", "paper", stage="video")
+    code, output = _invoke("train", "audio", "--data", str(out), "-o", str(tmp_path / "run"), "--init-from", str(video))
+    line = _one_error_line(output)
+    assert code != 0 and line.endswith("was trained with preset paper, --preset tiny given")
+
+
+def test_sample_with_a_checkpoint_of_another_preset_says_so(tmp_path: Path) -> None:
+    joint = _fake_checkpoint(tmp_path / "joint", "paper")
+    args = ["sample", "--checkpoint", str(joint), "--prompt", "rain", "-o", str(tmp_path / "a.mp4")]
+    code, output = _invoke(*args, "--preset", "tiny")
+    assert code != 0
+    assert _one_error_line(output) == f"Error: checkpoint {joint} was trained with preset paper, --preset tiny given"
+    prior = _fake_checkpoint(tmp_path / "prior", "tiny", stage="prior")
+    code, output = _invoke(*args, "--prior-checkpoint", str(prior))
+    assert code != 0 and "was trained with preset tiny, the checkpoint with paper" in _one_error_line(output)
+    assert not (tmp_path / "a.mp4").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["latents", "{empty}"],
+        ["augment", "{empty}"],
+        ["refilter", "{empty}", "--set", "motion.min_flow=0.1"],
+        ["refilter", "{empty}", "--set", "motion.min_flow=0.1", "--dry-run"],
+    ],
+)
+def test_commands_on_a_folder_with_no_run_say_run_first(args: list[str], tmp_path: Path, no_ray: None) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, output = _invoke(*[a.format(empty=empty) for a in args])
+    assert code != 0
+    expected = f"Error: {empty} has no curated run (no manifest.json): run `javis run -i INPUT -o {empty}` first"
+    assert _one_error_line(output) == expected
+    assert list(empty.iterdir()) == []  # nothing written
+
+
+def test_augment_on_a_run_with_no_accepted_clip_says_so(tmp_path: Path, no_ray: None) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    code, output = _invoke("augment", str(out))
+    assert code != 0 and "has no accepted clips: nothing to augment" in _one_error_line(output)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["train", "video", "--data", "{empty}", "-o", "{tmp}/run", "--preset", "huge"], "unknown preset 'huge'"),
+        (["train", "video", "--data", "{empty}", "-o", "{tmp}/run", "--steps", "0"], "must be positive"),
+        (["sample", "--checkpoint", "{empty}", "--prompt", "x", "-o", "{tmp}/x.mp4"], "neither a checkpoint"),
+        (
+            ["sample", "--checkpoint", "{empty}", "--prompt", "x", "-o", "{tmp}/x.mp4", "--resolution", "4x"],
+            "--resolution must be HxW",
+        ),
+        (["params", "dit", "--preset", "huge"], "unknown preset 'huge'"),
+        (["sample", "--checkpoint", "{joint}", "--prompt", "x", "-o", "{tmp}/x.mp4", "--device", "gpu0"], "--device"),
+        (["audit", "{empty}"], "has no ledger"),
+        (["report", "{empty}"], "has no manifest.json"),
+    ],
+)
+def test_obvious_mistakes_give_one_line(args: list[str], expected: str, tmp_path: Path, no_ray: None) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    joint = _fake_checkpoint(tmp_path / "joint", "tiny")
+    code, output = _invoke(*[a.format(empty=empty, tmp=tmp_path, joint=joint) for a in args])
+    assert code != 0 and expected in _one_error_line(output)
+
+
+def test_model_commands_show_the_traceback_only_with_verbose(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["train", "video", "--data", str(tmp_path), "-o", str(tmp_path / "r"), "-v"])
+    assert result.exit_code != 0 and "Traceback" in result.output and "has no latents" in result.output

@@ -27,6 +27,16 @@ from stages.ingest import Ingest, IngestConfig
 # exercises the wall-clock kill, not yt-dlp's own socket time-out.
 FAST = IngestConfig(retries=3, backoff_s=0.05, timeout_s=60.0, socket_timeout_s=10.0)
 STALL_BYTES = 256 * 1024
+HUGE_BYTES = 512 * 2**20
+HOSTILE = {  # path -> _Handler method
+    "/loop-a": "_loop",
+    "/loop-b": "_loop",
+    "/drip.mp4": "_drip",
+    "/huge.mp4": "_huge",
+    "/truncated.mp4": "_truncated",
+    "/fake.mp4": "_fake",
+    "/down.mp4": "_down",
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +59,8 @@ class _State:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.stalled = threading.Event()
+        self.huge_done = threading.Event()
+        self.huge_sent = 0
         self.base = ""
 
     def url(self, name: str) -> str:
@@ -56,8 +68,9 @@ class _State:
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Static files plus two special paths: ``/flaky.mp4`` (503 on the first request, then the
-    clip) and ``/stall.mp4`` (headers and some bytes, then silence until the server stops)."""
+    """Static files plus special paths: ``/flaky.mp4`` (503 on the first request, then the
+    clip), ``/stall.mp4`` (headers and some bytes, then silence until the server stops) and the
+    hostile servers of :data:`HOSTILE`."""
 
     def __init__(self, *args: Any, state: _State, **kwargs: Any) -> None:
         self.state = state
@@ -83,7 +96,76 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         elif self.path == "/stall.mp4":
             self._stall()
             return
+        elif self.path == "/busy.mp4":  # 429 with a short Retry-After once, then the clip
+            if hits == 1:
+                self._refuse(429, "1")
+                return
+            self.path = "/clip.mp4"
+        elif self.path in HOSTILE:
+            getattr(self, HOSTILE[self.path])()
+            return
         super().do_GET()
+
+    def _refuse(self, code: int, retry_after: str) -> None:
+        self.send_response(code)
+        self.send_header("Retry-After", retry_after)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _down(self) -> None:
+        self._refuse(503, "3600")
+
+    def _loop(self) -> None:  # /loop-a -> /loop-b -> /loop-a ...
+        self.send_response(302)
+        self.send_header("Location", "/loop-b" if self.path == "/loop-a" else "/loop-a")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _media_headers(self, length: int) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+    def _drip(self) -> None:  # one byte a second: never silent long enough for a socket time-out
+        self._media_headers(10_000)
+        while not self.state.stop.wait(1.0):
+            try:
+                self.wfile.write(b"\0")
+                self.wfile.flush()
+            except OSError:
+                return
+
+    def _huge(self) -> None:  # claims 512 MiB and sends until the client hangs up
+        self._media_headers(HUGE_BYTES)
+        chunk = b"\0" * 65536
+        try:
+            while self.state.huge_sent < HUGE_BYTES and not self.state.stop.is_set():
+                self.wfile.write(chunk)
+                with self.state.lock:
+                    self.state.huge_sent += len(chunk)
+        except OSError:
+            pass
+        finally:
+            self.state.huge_done.set()
+
+    def _truncated(self) -> None:  # the clip's Content-Length, half its bytes, then the connection closes
+        body = (self.state.root / "clip.mp4").read_bytes()
+        self._media_headers(len(body))
+        try:
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def _fake(self) -> None:  # a web page labelled as video
+        body = b"<!DOCTYPE html><html><head><title>Login</title></head><body>sign in</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
     def _stall(self) -> None:
         self.send_response(200)
@@ -371,3 +453,98 @@ def test_downloads_work_in_scratch_and_land_in_the_output_for_every_node(
     hits = sum(server.hits.values())
     again = apply_stage(Ingest(FAST, output), table, "cfg").to_pylist()[0]  # a rerun: from the output
     assert again[Col.SRC_PATH] == row[Col.SRC_PATH] and sum(server.hits.values()) == hits
+
+
+# Hostile servers: each ends in one outcome with a reason, quickly, leaving no file behind.
+
+
+def test_redirect_loop_fails_at_once(server: _State, tmp_path: Path) -> None:
+    url = server.url("loop-a")
+    with pytest.raises(dl.DownloadFailed, match="redirect") as info:
+        dl.download(url, _sid(url), str(tmp_path), FAST)
+    assert info.value.error_type == "RedirectLoop" and info.value.permanent
+    assert server.hits["/loop-a"] <= 20  # one attempt's redirects, not three
+    assert _files_of(tmp_path, _sid(url)) == []
+
+
+def test_a_server_that_drips_a_byte_a_second_is_killed_at_the_time_out(server: _State, tmp_path: Path) -> None:
+    url = server.url("drip.mp4")
+    config = IngestConfig(retries=3, backoff_s=0.05, timeout_s=4.0, socket_timeout_s=3.0)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="longer than 4 s"):
+        dl.download(url, _sid(url), str(tmp_path), config)
+    assert time.monotonic() - start < 12.0
+    assert _files_of(tmp_path, _sid(url)) == []
+
+
+def test_a_content_length_over_the_size_cap_is_refused_before_the_body(server: _State, tmp_path: Path) -> None:
+    url = server.url("huge.mp4")
+    outcome = dl.download(url, _sid(url), str(tmp_path), IngestConfig(retries=1, timeout_s=60.0, max_filesize_mb=1))
+    assert outcome.rejection is not None
+    assert (outcome.rejection.reason, outcome.rejection.metric) == ("filtered", Col.SRC_SIZE_BYTES)
+    assert server.huge_done.wait(10)  # the client hung up ...
+    assert server.huge_sent < HUGE_BYTES // 8  # ... long before the body (socket buffers aside)
+    assert _files_of(tmp_path, _sid(url)) == []
+
+
+def test_a_body_cut_off_midway_fails_and_leaves_nothing(server: _State, tmp_path: Path) -> None:
+    url = server.url("truncated.mp4")
+    with pytest.raises(dl.DownloadFailed) as info:
+        dl.download(url, _sid(url), str(tmp_path), IngestConfig(retries=2, backoff_s=0.05, timeout_s=60.0))
+    assert not info.value.permanent  # the next run tries again
+    assert "after 2 attempts" in str(info.value)
+    assert _files_of(tmp_path, _sid(url)) == []
+
+
+def test_html_served_as_video_is_rejected_not_media(server: _State, tmp_path: Path) -> None:
+    url = server.url("fake.mp4")
+    outcome = dl.download(url, _sid(url), str(tmp_path), FAST)
+    assert outcome.rejection is not None and outcome.rejection.reason == "not_media"
+    assert "HTML" in (outcome.rejection.detail or "") and Col.SRC_PATH not in outcome.columns
+    assert _files_of(tmp_path, _sid(url)) == []  # neither the page nor a completion marker
+
+
+def test_retry_after_within_the_budget_is_honoured(server: _State, tmp_path: Path) -> None:
+    url = server.url("busy.mp4")
+    start = time.monotonic()
+    outcome = dl.download(url, _sid(url), str(tmp_path), FAST)  # backoff 0.05 s, Retry-After 1 s
+    assert outcome.rejection is None
+    assert server.statuses[0] == ("/busy.mp4", 429)
+    assert time.monotonic() - start >= 1.0
+
+
+def test_retry_after_beyond_the_budget_gives_up_at_once_with_the_reason(server: _State, tmp_path: Path) -> None:
+    url = server.url("down.mp4")
+    start = time.monotonic()
+    with pytest.raises(dl.DownloadFailed, match="retry after 3600 s") as info:
+        dl.download(url, _sid(url), str(tmp_path), FAST)
+    assert info.value.status == 503 and not info.value.permanent  # failed: retried on the next run
+    assert server.hits["/down.mp4"] == 1 and time.monotonic() - start < 30.0
+    assert _files_of(tmp_path, _sid(url)) == []
+
+
+def test_retry_after_header_forms() -> None:
+    assert dl.retry_after_s("120") == 120.0
+    assert dl.retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480.0 - 30) == 30.0
+    assert dl.retry_after_s("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480.0 + 30) == 0.0
+    assert dl.retry_after_s(None) is None and dl.retry_after_s("soon") is None
+
+
+def test_ingest_records_every_hostile_download_in_one_terminal_state(server: _State, tmp_path: Path) -> None:
+    urls = [server.url(name) for name in ("clip.mp4", "loop-a", "huge.mp4", "fake.mp4", "down.mp4")]
+    config = IngestConfig(retries=2, backoff_s=0.05, timeout_s=30.0, max_filesize_mb=1)
+    table = conform([source_row(id=_sid(u), input=u, src_url=u, src_path=None) for u in urls])
+    out = tmp_path / "out"
+    rows = {r[Col.INPUT]: r for r in apply_stage(Ingest(config, str(out)), table, "cfg").to_pylist()}
+    got = {name: (rows[server.url(name)][Col.STATE], rows[server.url(name)][Col.REASON])
+           for name in ("clip.mp4", "loop-a", "huge.mp4", "fake.mp4", "down.mp4")}  # fmt: skip
+    assert got == {
+        "clip.mp4": (State.PENDING, None),
+        "loop-a": (State.FAILED, None),
+        "huge.mp4": (State.REJECTED, "filtered"),
+        "fake.mp4": (State.REJECTED, "not_media"),
+        "down.mp4": (State.FAILED, None),
+    }
+    assert [p.name for p in (out / "media" / "raw").iterdir() if not p.name.endswith(".ingest.json")] == [
+        f"{_sid(urls[0])}.mp4"
+    ]
