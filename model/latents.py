@@ -349,7 +349,7 @@ def precompute_latents(
         started = False
         if not ray.is_initialized():
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            ray.init(address=ray_address, include_dashboard=False) if ray_address else ray.init(include_dashboard=False)
+            ray.init(address=ray_address or "local", include_dashboard=False)
             started = True
         try:
             ds = ray.data.from_items(todo).map_batches(

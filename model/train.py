@@ -538,7 +538,7 @@ def train(config: TrainConfig, resume: bool | None = None) -> dict[str, Any]:
     started = False
     if not ray.is_initialized():
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address=config.ray_address, include_dashboard=False)
+        ray.init(address=config.ray_address or "local", include_dashboard=False)
         started = True
     # the loss lines are the progress report: no Ray Data bars for every epoch's split
     ray.data.DataContext.get_current().enable_progress_bars = False

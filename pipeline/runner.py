@@ -106,6 +106,7 @@ def start_ray(ray_config: RayConfig) -> bool:
     else:
         store = ray_config.object_store_mb * 2**20 if ray_config.object_store_mb else None
         ray.init(
+            address="local",  # a new embedded Ray, even where a `ray start` cluster runs on this machine
             num_cpus=ray_config.num_cpus,
             object_store_memory=store,
             include_dashboard=False,
