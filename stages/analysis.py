@@ -33,7 +33,9 @@ is split as it grows: when the open part reaches ``1.5 x max_piece_s``, a piece 
 between half and all of ``max_piece_s`` long (a scene shorter than that is one piece), no piece
 is a short tail, and at most ``1.5 x max_piece_s`` of frames, stills and audio is ever held:
 memory is flat in the source's length. A closed piece waits only for the audio decoder to pass
-its end (the two streams interleave within a second or so).
+its end (the two streams interleave within a second or so). With a plan's ``boundary_search_s``
+its bounds then move inward to quiet frame times (:mod:`stages.boundary`) before its pack and
+thumbnail are taken: only its own frame times and audio are read, held until it is emitted.
 
 Times are seconds from the video stream's start (as PySceneDetect reports them: presentation
 timestamps, so variable frame rates are exact); frame numbers are ``round(t * frame_rate)``, the
@@ -55,6 +57,7 @@ import av
 import cv2
 import numpy as np
 
+from stages.boundary import WINDOW_S, Audio, Bounds, refine_bounds
 from stages.decode import AUDIO_RATE_HZ, DecodedClip, FrameNeed, Loudness, scaled_size
 from stages.thumbnail import THUMB_POSITIONS, strip_jpeg, thumb_sampler_size
 
@@ -96,6 +99,7 @@ class PackPlan:
     min_clip_s: float = 0.0  # shorter pieces get no pack: clip_length rejects them next
     max_piece_s: float = math.inf
     thumb_height: int | None = None  # a JPEG strip of every piece this high (stages.thumbnail); None: none
+    boundary_search_s: float = 0.0  # how far a bound may move inward to a quiet point (stages.boundary); 0: none
 
     def __post_init__(self) -> None:
         names = [n.name for n in self.needs]
@@ -104,7 +108,11 @@ class PackPlan:
 
     @property
     def reads_audio(self) -> bool:
-        return self.audio or self.loudness
+        return self.audio or self.loudness or self.boundary_search_s > 0
+
+    @property
+    def measures_power(self) -> bool:  # the per-sample power buffer: loudness and boundary levels
+        return self.loudness or self.boundary_search_s > 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +127,11 @@ class Piece:
     end_s: float
     pack: DecodedClip | None
     thumbnail: bytes | None = None  # JPEG strip (stages.thumbnail), when the plan asks for one
+    visual_start_s: float | None = None  # the scene detector's bounds, before stages.boundary moved them
+    visual_end_s: float | None = None  # (None: the same as start_s / end_s)
+    start_dbfs: float | None = None  # the audio's 20 ms level at each bound (None: not measured)
+    end_dbfs: float | None = None
+    boundary_flag: str | None = None  # "start", "end", "both": a bound left loud (stages.boundary)
 
     @property
     def duration_s(self) -> float:
@@ -352,6 +365,7 @@ class SourceAnalysis:
             self.thumb_size = thumb_sampler_size(width, height, self.rotation_deg, self.plan.thumb_height)
             self.thumb_source = self._thumb_source()
         self.segmenter = Segmenter(self.plan.max_piece_s)
+        self.frame_times: list[float] = []  # of the frames not yet emitted: where a bound may move
         self.loud, self.audio16 = _AudioBuffer(), _AudioBuffer()
         self.audio_until_s = 0.0  # absolute time up to which audio is decoded
         self.loud_channels = 1
@@ -379,6 +393,7 @@ class SourceAnalysis:
                     sampler.offer(previous, t)
                 previous = (t, frame)
                 self.num_frames += 1
+                self.frame_times.append(t)
                 cuts.update(self._detect(frame, frame.pts - start_pts))
                 unconfirmed.append((t, frame.pts - start_pts))
                 while len(unconfirmed) > lag:
@@ -431,7 +446,7 @@ class SourceAnalysis:
     def _add_audio(self, frame: av.AudioFrame) -> None:
         # a frame without a timestamp follows the previous one
         t0 = float(frame.pts * frame.time_base) if frame.pts is not None else self.audio_until_s
-        if self.plan.loudness:
+        if self.plan.measures_power:
             for converted in self.loud_resampler.resample(frame):
                 x = converted.to_ndarray()  # (channels, samples) float32
                 self.loud_channels = x.shape[0]
@@ -468,14 +483,33 @@ class SourceAnalysis:
             yield self._piece(scene, piece, start_s, end_s)
             for sampler in self.samplers.values():
                 sampler.drop_before(end_s)
+            del self.frame_times[: bisect.bisect_left(self.frame_times, end_s)]
             self.loud.drop_before(end_abs)
             self.audio16.drop_before(end_abs)
 
-    def _piece(self, scene: int, piece: int, start_s: float, end_s: float) -> Piece:
-        rate = float(self.frame_rate)
+    def _piece(self, scene: int, piece: int, visual_start_s: float, visual_end_s: float) -> Piece:
+        bounds = self._refined(visual_start_s, visual_end_s)
+        start_s, end_s, rate = bounds.start_s, bounds.end_s, float(self.frame_rate)
         pack = self._pack(start_s, end_s) if end_s - start_s >= self.plan.min_clip_s else None
         thumbnail = self._thumbnail(start_s, end_s) if self.thumb_source is not None else None
-        return Piece(scene, piece, round(start_s * rate), round(end_s * rate), start_s, end_s, pack, thumbnail)
+        return Piece(
+            scene, piece, round(start_s * rate), round(end_s * rate), start_s, end_s, pack, thumbnail,
+            visual_start_s, visual_end_s, bounds.start_dbfs, bounds.end_dbfs, bounds.flag,
+        )  # fmt: skip
+
+    def _refined(self, start_s: float, end_s: float) -> Bounds:
+        """The piece's bounds moved inward to quiet points (:mod:`stages.boundary`). Inward moves
+        read only the piece's own audio and frames, which are held until it is emitted."""
+        search_s = self.plan.boundary_search_s
+        if search_s <= 0:
+            return Bounds(start_s, end_s, None, None, None)
+        half, offset = WINDOW_S / 2, self.video_start_s
+        parts, first, _ = self.loud.window(start_s + offset - half, end_s + offset + half)
+        audio = None  # the chunks abut in a well-formed stream (a gap would shift the levels after it)
+        if parts and first is not None:
+            audio = Audio(np.concatenate([p[0] for p in parts]), first - offset, self.loud.rates[0])
+        lo, hi = (bisect.bisect_left(self.frame_times, t) for t in (start_s, end_s))
+        return refine_bounds(self.frame_times[lo:hi], start_s, end_s, audio, search_s)
 
     def _thumb_source(self) -> str:
         """The position need whose stills are the smallest at least the thumbnail's size (scaling

@@ -9,9 +9,15 @@ grow into pieces between half and all of ``max_clip_s`` (never a short tail). Cl
 as soon as their scene closes (:meth:`SceneCut.stream`), so a long source never holds more than
 one open scene in memory, and nothing downstream opens the media again until the final encode.
 
+Each piece's bounds then move inward, at most ``boundary_search_s``, to quiet frame times, so no
+clip starts or ends inside a sound (:mod:`stages.boundary` states the rule); the pack, the
+thumbnail and the encode use the moved bounds.
+
 Output: ``scene_*`` columns on the source row and one pending clip row per piece, carrying the
 source's ``src_*``/``probe_*`` columns, its bounds (``clip_start_frame`` inclusive,
-``clip_end_frame`` exclusive, seconds likewise) and the pack in the transient ``decoded``
+``clip_end_frame`` exclusive, seconds likewise; the detector's own in ``clip_visual_start_s``/
+``clip_visual_end_s``, the audio level at each bound in ``clip_start_dbfs``/``clip_end_dbfs``,
+``clip_boundary_flag`` naming a bound left inside a sound) and the pack in the transient ``decoded``
 column (none for pieces shorter than ``clip_length.min_clip_s``: they are rejected next).
 Reason code: ``no_frames``. A source whose decode breaks down (a run of undecodable packets)
 is ``failed``; the clips it already emitted are discarded with it and it is retried.
@@ -56,6 +62,9 @@ class SceneCutConfig:
     thumbnails: bool = True  # a JPEG strip of every candidate clip's frames at 10/50/90 % (thumb_path)
     thumb_height: int = 160  # px, even; the width follows the upright frame's aspect
     thumbs_dir: str = "media/thumbs"  # relative to the output folder: <thumbs_dir>/<source_id>/<clip_id>.jpg
+    # how far (s) each clip bound may move inward, on the frame grid, to the quietest 20 ms of audio
+    # near it so no clip starts or ends inside a sound (stages.boundary); 0: bounds stay where the cuts are
+    boundary_search_s: float = 0.5
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -70,6 +79,8 @@ class SceneCutConfig:
             raise ValueError("scene_cut.max_clip_s must be > 0")
         if not 0.5 <= self.still_fps <= 30:
             raise ValueError("scene_cut.still_fps must be in [0.5, 30]")
+        if not 0 <= self.boundary_search_s <= 5:
+            raise ValueError(f"scene_cut.boundary_search_s must be in [0, 5], got {self.boundary_search_s}")
         if not 16 <= self.thumb_height <= 1080 or self.thumb_height % 2:
             raise ValueError(f"scene_cut.thumb_height must be even and in [16, 1080], got {self.thumb_height}")
         parts = os.path.normpath(self.thumbs_dir).split(os.sep)
@@ -120,6 +131,11 @@ def clip_row(source: dict[str, Any], piece: Piece, inherited: dict[str, Any]) ->
         Col.CLIP_START_S: piece.start_s,
         Col.CLIP_END_S: piece.end_s,
         Col.CLIP_DURATION_S: piece.duration_s,
+        Col.CLIP_VISUAL_START_S: piece.start_s if piece.visual_start_s is None else piece.visual_start_s,
+        Col.CLIP_VISUAL_END_S: piece.end_s if piece.visual_end_s is None else piece.visual_end_s,
+        Col.CLIP_START_DBFS: piece.start_dbfs,
+        Col.CLIP_END_DBFS: piece.end_dbfs,
+        Col.CLIP_BOUNDARY_FLAG: piece.boundary_flag,
         Col.DECODED: None if piece.pack is None else piece.pack.to_bytes(),
     }
 
@@ -143,6 +159,11 @@ class SceneCut:
         Col.CLIP_START_S,
         Col.CLIP_END_S,
         Col.CLIP_DURATION_S,
+        Col.CLIP_VISUAL_START_S,
+        Col.CLIP_VISUAL_END_S,
+        Col.CLIP_START_DBFS,
+        Col.CLIP_END_DBFS,
+        Col.CLIP_BOUNDARY_FLAG,
         Col.DECODED,
         Col.THUMB_PATH,
     )
@@ -154,7 +175,11 @@ class SceneCut:
         plan = plan or PackPlan(loudness=True)
         thumb_height = config.thumb_height if self.storage is not None else None
         self.plan = dataclasses.replace(
-            plan, still_fps=config.still_fps, max_piece_s=config.max_clip_s, thumb_height=thumb_height
+            plan,
+            still_fps=config.still_fps,
+            max_piece_s=config.max_clip_s,
+            thumb_height=thumb_height,
+            boundary_search_s=config.boundary_search_s,
         )
 
     def stream(self, row: dict[str, Any]) -> Generator[dict[str, Any], None, Outcome]:

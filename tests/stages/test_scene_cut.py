@@ -65,7 +65,14 @@ def test_clip_length_rejects_short_clips():
 
 @pytest.mark.parametrize(
     "bad",
-    [{"detector": "magic"}, {"max_clip_s": 0}, {"downscale": 0}, {"thumb_height": 161}, {"thumbs_dir": "../x"}],
+    [
+        {"detector": "magic"},
+        {"max_clip_s": 0},
+        {"downscale": 0},
+        {"thumb_height": 161},
+        {"thumbs_dir": "../x"},
+        {"boundary_search_s": -0.1},
+    ],
 )
 def test_bad_config_is_refused(bad):
     with pytest.raises(ValueError):
@@ -145,3 +152,51 @@ def test_a_source_that_fails_midway_removes_the_thumbnails_it_wrote(samples, tmp
     with pytest.raises(ValueError, match="undecodable packets"):
         list(stream)
     assert not list((tmp_path / "out").rglob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def burst_at_cut(tmp_path_factory):
+    """A hard cut at 2.0 s (frame 50) and a 1 kHz burst from 1.8 s to 2.3 s, digital silence elsewhere."""
+    from pipeline.samples import _scenes
+
+    path = tmp_path_factory.mktemp("burst") / "burst_at_cut.mp4"
+    burst = ["-f", "lavfi", "-i", r"aevalsrc=0.5*sin(2*PI*1000*t)*between(t\,1.8\,2.3):s=44100:d=4.5"]
+    _scenes(path, [("testsrc2", 2), ("smptehdbars", 2.5)], burst)
+    return path
+
+
+def test_clip_bounds_move_out_of_a_sound_that_straddles_a_cut(burst_at_cut, tmp_path):
+    from stages.cut import Cut, CutConfig
+
+    clips = SceneCut(SceneCutConfig(boundary_search_s=0.5)).process(_source(burst_at_cut)).children
+    assert [(c[Col.CLIP_VISUAL_START_S], round(c[Col.CLIP_VISUAL_END_S], 2)) for c in clips] == [(0, 2), (2, 4.52)]
+    first, second = clips
+    assert 1.5 <= first[Col.CLIP_END_S] <= 1.8 and 2.3 <= second[Col.CLIP_START_S] <= 2.5  # outside the burst
+    for clip in clips:
+        assert clip[Col.CLIP_BOUNDARY_FLAG] is None and clip[Col.CLIP_START_DBFS] <= -60 >= clip[Col.CLIP_END_DBFS]
+        for frame, s in ((Col.CLIP_START_FRAME, Col.CLIP_START_S), (Col.CLIP_END_FRAME, Col.CLIP_END_S)):
+            assert clip[s] == pytest.approx(clip[frame] / 25)  # on the frame grid
+        pack = DecodedClip.from_bytes(clip[Col.DECODED])
+        assert pack.duration_s == pytest.approx(clip[Col.CLIP_DURATION_S])
+        assert clip[Col.CLIP_DURATION_S] == pytest.approx(clip[Col.CLIP_END_S] - clip[Col.CLIP_START_S])
+        assert clip[Col.ID] == ids.clip_id("s1", clip[Col.CLIP_START_FRAME], clip[Col.CLIP_END_FRAME])
+        encoded = Cut(CutConfig(x264_preset="ultrafast"), str(tmp_path)).process(clip)
+        assert encoded.rejection is None  # the A/V duration check holds
+        assert encoded.columns[Col.CUT_VIDEO_DURATION_S] == pytest.approx(clip[Col.CLIP_DURATION_S], abs=1e-3)
+
+
+def test_no_boundary_search_leaves_the_visual_bounds(burst_at_cut):
+    clips = SceneCut(SceneCutConfig(boundary_search_s=0)).process(_source(burst_at_cut)).children
+    assert [(c[Col.CLIP_START_FRAME], c[Col.CLIP_END_FRAME]) for c in clips] == [(0, 50), (50, 113)]
+    for clip in clips:
+        assert (clip[Col.CLIP_START_S], clip[Col.CLIP_END_S]) == (
+            clip[Col.CLIP_VISUAL_START_S],
+            clip[Col.CLIP_VISUAL_END_S],
+        )
+        assert clip[Col.CLIP_START_DBFS] is None and clip[Col.CLIP_BOUNDARY_FLAG] is None
+
+
+def test_a_steady_tone_keeps_its_cuts_and_is_flagged(samples):
+    clips = SceneCut(SceneCutConfig()).process(_source(samples / "three_scenes.mp4")).children
+    assert [(c[Col.CLIP_START_FRAME], c[Col.CLIP_END_FRAME]) for c in clips] == [(0, 100), (100, 175), (175, 250)]
+    assert {c[Col.CLIP_BOUNDARY_FLAG] for c in clips} == {"both"}
