@@ -24,12 +24,16 @@ import av
 import numpy as np
 
 from augment import audio_ops, video_ops
-from augment.context import FAMILIES, ClipContext, Interval
+from augment.context import FAMILIES, ClipContext, Interval, MissingInput
+from augment.easy import EASY, EasyConfig, easy_negative
+from augment.easy import OPERATION as EASY_OPERATION
 from augment.media import load_audio_window, load_clip, write_clip
-from augment.negatives import apply_drawn, draw_negatives, family_seed
+from augment.negatives import Drawn, apply_drawn, draw_negatives, family_seed
 from augment.separation import SeparationConfig, separate_sources
+from augment.sync_check import SYNC_CHECKS
 from augment.trajectories import TrajectoryConfig, decode_trajectory, encode_trajectory, extract_trajectories
 from schemas import Col, NegCol
+from stages.av_sync import AvSyncConfig
 from stages.cut import measure_clip
 from stages.storage import Storage
 
@@ -50,6 +54,12 @@ class AugmentConfig:
     crf: int = 20  # x264 quality of the negatives
     separation: SeparationConfig = dataclasses.field(default_factory=SeparationConfig)
     trajectories: TrajectoryConfig = dataclasses.field(default_factory=TrajectoryConfig)
+    easy: EasyConfig = dataclasses.field(default_factory=EasyConfig)  # caption-only audio (augment/easy.py)
+    # score every negative and its clip with `sync` (augment/sync_check.py): "off", "flag" (keep,
+    # mark sync_flagged) or "drop" the negatives not scoring below their clip by sync_margin
+    sync_check: str = "off"
+    sync_margin: float = 0.0  # score units of the backend; -.inf: flag nothing
+    sync: AvSyncConfig = dataclasses.field(default_factory=AvSyncConfig)  # backend av_align runs on CPU
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "families", tuple(self.families))
@@ -60,6 +70,8 @@ class AugmentConfig:
             raise ValueError("augment.max_side >= 32 and non-negative num_donors, pool_size, source_context_s")
         if self.seed < 0:
             raise ValueError("augment.seed must be >= 0")
+        if self.sync_check not in SYNC_CHECKS:
+            raise ValueError(f"augment.sync_check must be one of {SYNC_CHECKS}, got {self.sync_check!r}")
 
 
 def clip_media(row: dict[str, Any], out: Storage) -> str | bytes:
@@ -152,24 +164,39 @@ def clip_negatives(ctx: ClipContext, row: dict[str, Any], out: Storage, config: 
             skipped[drawn.family] = drawn.skipped
             continue
         frames, audio = apply_drawn(ctx, drawn, OPS)
-        data = write_clip(frames, ctx.fps, audio, ctx.rate_hz, config.crf)
-        measured, max_frame_s = measure_clip(data)
-        diff = measured[Col.CUT_AV_DIFF_S]
-        if diff is None or diff > max(max_frame_s, 1 / ctx.fps) + 1e-6:
-            raise AssertionError(f"negative {drawn.op} of {ctx.clip_id}: audio and video differ by {diff} s")
-        rows.append(
-            {
-                NegCol.NEGATIVE_ID: drawn.negative_id,
-                NegCol.CLIP_ID: ctx.clip_id,
-                NegCol.SOURCE_ID: row[Col.SOURCE_ID],
-                NegCol.FAMILY: drawn.family,
-                NegCol.OPERATION: drawn.op,
-                NegCol.PARAMS_JSON: json.dumps(drawn.params, sort_keys=True),
-                NegCol.SEED: drawn.seed,
-                NegCol.MEDIA_SIZE_BYTES: len(data),
-                NegCol.MEDIA_SHA256: hashlib.sha256(data).hexdigest(),
-                NegCol.DURATION_S: measured[Col.CUT_VIDEO_DURATION_S],
-                **_store(data, drawn.negative_id, ctx.clip_id, out, config),
-            }
-        )
+        rows.append(_encode_negative(ctx, row, drawn, frames, audio, out, config))
+    if config.easy.enabled:  # the clip's own frames with audio generated from its text alone
+        seed = family_seed(config.seed, ctx.clip_id, EASY)
+        try:
+            audio, params = easy_negative(ctx, row, config.easy, seed)
+        except MissingInput as e:
+            skipped[EASY] = f"{EASY_OPERATION}: {e}"
+        else:
+            drawn = Drawn(EASY, EASY_OPERATION, params, seed)
+            rows.append(_encode_negative(ctx, row, drawn, ctx.frames, audio, out, config))
     return rows, skipped
+
+
+def _encode_negative(
+    ctx: ClipContext, row: dict[str, Any], drawn: Drawn, frames: np.ndarray, audio: np.ndarray, out: Storage,
+    config: AugmentConfig,
+) -> dict[str, Any]:  # fmt: skip
+    """The MP4 of (frames, audio), checked for A/V duration, stored; its negatives row."""
+    data = write_clip(frames, ctx.fps, audio, ctx.rate_hz, config.crf)
+    measured, max_frame_s = measure_clip(data)
+    diff = measured[Col.CUT_AV_DIFF_S]
+    if diff is None or diff > max(max_frame_s, 1 / ctx.fps) + 1e-6:
+        raise AssertionError(f"negative {drawn.op} of {ctx.clip_id}: audio and video differ by {diff} s")
+    return {
+        NegCol.NEGATIVE_ID: drawn.negative_id,
+        NegCol.CLIP_ID: ctx.clip_id,
+        NegCol.SOURCE_ID: row[Col.SOURCE_ID],
+        NegCol.FAMILY: drawn.family,
+        NegCol.OPERATION: drawn.op,
+        NegCol.PARAMS_JSON: json.dumps(drawn.params, sort_keys=True),
+        NegCol.SEED: drawn.seed,
+        NegCol.MEDIA_SIZE_BYTES: len(data),
+        NegCol.MEDIA_SHA256: hashlib.sha256(data).hexdigest(),
+        NegCol.DURATION_S: measured[Col.CUT_VIDEO_DURATION_S],
+        **_store(data, drawn.negative_id, ctx.clip_id, out, config),
+    }

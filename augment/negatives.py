@@ -6,8 +6,8 @@ For each family the operations are tried in an order drawn from a generator seed
 operations replace the frames and keep the audio; audio operations do the reverse. So the same
 seed and clip always give the same operations, parameters and bytes.
 
-Easy negatives (audio generated from the caption alone) go through :class:`TextToAudio`; with
-no backend configured they are skipped and recorded as such.
+Easy negatives (audio generated from the caption alone) go through :class:`TextToAudio`
+(``augment/easy.py``, the ``easy`` family); they are built only when ``augment.easy`` is enabled.
 """
 
 from __future__ import annotations
@@ -88,6 +88,9 @@ class TextToAudio(Protocol):
     """Production interface for easy negatives: audio generated from the caption alone."""
 
     name: str
+    version: str  # library, model and weights hash, recorded with every negative
+    model_sha256: str
+    rate_hz: int  # of the audio ``generate`` returns
 
-    def generate(self, caption: str, duration_s: float, rate_hz: int) -> np.ndarray:  # float32 (C, S)
+    def generate(self, caption: str, duration_s: float, seed: int) -> np.ndarray:  # float32 mono (S,)
         ...

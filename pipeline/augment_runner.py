@@ -23,7 +23,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from augment.build import AugmentConfig, build_context, clip_metadata, clip_negatives, pick_donors, pool_for
+from augment.build import (
+    AugmentConfig,
+    build_context,
+    clip_media,
+    clip_metadata,
+    clip_negatives,
+    pick_donors,
+    pool_for,
+)
+from augment.sync_check import check_negatives
 from pipeline.card import write_card
 from pipeline.config import RayConfig
 from pipeline.outputs import MANIFEST as RUN_MANIFEST
@@ -32,6 +41,7 @@ from schemas import AUGMENT_LEDGER_SCHEMA, NEGATIVE_SCHEMA, Col, NegCol, State, 
 from stages.storage import Storage
 
 LEDGER, METADATA, MANIFEST = "ledger.parquet", "metadata.parquet", "manifest.json"
+_SYNC_COUNTS = "sync_counts_json"  # a result's per-family sync_check counts (not a ledger column)
 _MAX_ERROR_CHARS = 2000
 _META_SCHEMA = pa.schema(
     [("clip_id", pa.string()), ("active_json", pa.string()), ("trajectories", pa.list_(pa.large_binary())),
@@ -71,6 +81,9 @@ def negatives_batch(
             donors = [{Col.ID: d, **media[d]} for d in pick_donors(row[Col.ID], sorted(media), config)]
             ctx = build_context(row, Storage(out), config, donors, pool_for(row[Col.ID], pool, config))
             negatives, skipped = clip_negatives(ctx, row, Storage(out), config)
+            negatives, sync_counts = check_negatives(negatives, clip_media(row, Storage(out)), Storage(out),
+                                                     config.sync_check, config.sync_margin, config.sync)  # fmt: skip
+            record[_SYNC_COUNTS] = json.dumps(sync_counts)
             record.update({NegCol.STATE: State.ACCEPTED, NegCol.NUM_NEGATIVES: len(negatives),
                            NegCol.SKIPPED_JSON: json.dumps(skipped, sort_keys=True),
                            "negatives": _ipc(conform(negatives, NEGATIVE_SCHEMA))})  # fmt: skip
@@ -141,6 +154,12 @@ def _write_outputs(out: Storage, config: AugmentConfig, clips: pa.Table, meta: p
     negatives = pa.concat_tables(tables) if tables else NEGATIVE_SCHEMA.empty_table()
     negatives = negatives.sort_by([(NegCol.CLIP_ID, "ascending"), (NegCol.FAMILY, "ascending")])
     source_of = dict(zip(clips.column(Col.ID).to_pylist(), clips.column(Col.SOURCE_ID).to_pylist()))
+    sync_check: dict[str, dict[str, int]] = {}  # family -> {"checked": n, "flagged"/"dropped": m}
+    for r in results:
+        for family, counts in json.loads(r.pop(_SYNC_COUNTS, None) or "{}").items():
+            total = sync_check.setdefault(family, dict.fromkeys(counts, 0))
+            for key, n in counts.items():
+                total[key] += n
     ledger_rows = [{k: v for k, v in r.items() if k != "negatives"} for r in results]
     ledger_rows += [{NegCol.CLIP_ID: c, NegCol.SOURCE_ID: source_of[c], NegCol.STATE: State.FAILED, NegCol.NUM_NEGATIVES: 0,
                      NegCol.ERROR_TYPE: r[NegCol.ERROR_TYPE], NegCol.ERROR_MESSAGE: r[NegCol.ERROR_MESSAGE]}
@@ -181,7 +200,12 @@ def _write_outputs(out: Storage, config: AugmentConfig, clips: pa.Table, meta: p
         "skipped_families": dict(
             Counter(f for r in ledger_rows for f in json.loads(r.get(NegCol.SKIPPED_JSON) or "{}"))
         ),
-        "easy_negatives": "disabled: no text-to-audio backend configured",
+        "sync_check": dict(sorted(sync_check.items())),  # empty when augment.sync_check is off
+        "easy_negatives": (
+            f"enabled: audioldm2 from {config.easy.model_path}"
+            if config.easy.enabled
+            else "disabled: augment.easy.enabled is off (needs local AudioLDM2 weights)"
+        ),
         "files": files,
     }
     out.write_json(f"{folder}/{MANIFEST}", manifest)

@@ -10,6 +10,7 @@ javis report DIR [--dest DIR]                  a static HTML report: funnel, his
 javis latents OUT [--encoders tiny|production] [--preset tiny|paper] [--path key=value ...]
 javis train video|audio|prior|joint --preset NAME --data OUT --output RUN_DIR [--steps N] [--workers N]
           [--batch-size N] [--init-from CKPT] [--gpu]
+javis sync-eval OUT [--backend av_align|javisscore ...] [--set av_sync.key=value] [--samples DIR] [--json]
 javis params prior|dit --preset NAME
 javis sample --checkpoint RUN_DIR --prompt TEXT --output FILE.mp4 [--preset tiny|paper] [-v]
 """
@@ -297,6 +298,33 @@ def report(output, dest, per_group) -> None:
     except (ValueError, OSError) as e:  # not a run folder, unreachable storage
         raise click.ClickException(str(e)) from e
     click.echo(f"report: {path}")
+
+
+@main.command("sync-eval")
+@click.argument("output", type=EXISTING_OUTPUT, required=False)
+@click.option("--backend", "backends", multiple=True, default=("av_align",), show_default=True,
+              help="Sync scorer to evaluate (av_align, javisscore). Repeatable.")  # fmt: skip
+@click.option("--set", "overrides", multiple=True, metavar="av_sync.KEY=VALUE",
+              help="Override a scorer setting, e.g. --set av_sync.imagebind_weights=PATH. Repeatable.")  # fmt: skip
+@click.option("--samples", multiple=True, type=click.Path(exists=True),
+              help="Generated MP4 files (or folders of them) to score too, e.g. from javis sample. Repeatable.")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: {backends: {NAME: {auroc, accuracy, ...}}}.")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level; tracebacks of errors.")
+def sync_eval_command(output, backends, overrides, samples, as_json, verbose) -> None:
+    """AUROC and paired accuracy of sync scorers on OUTPUT's clips (positives) against their
+    negatives from `javis augment`, overall and per negative family (the paper's Table A4)."""
+    import json
+
+    from pipeline.sync_eval import format_table, sync_eval
+
+    _setup_logging(verbose)
+    if output is None and not samples:
+        raise click.UsageError("give an output folder of a run, --samples, or both")
+    try:
+        result = sync_eval(output, list(backends), list(overrides), list(samples))
+    except (ValueError, FileNotFoundError) as e:
+        raise _user_error(e, verbose) from e
+    click.echo(json.dumps(result, indent=2, sort_keys=True) if as_json else format_table(result))
 
 
 def _key_values(pairs, what: str) -> dict[str, str]:

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from stages.aesthetic import AestheticConfig
+from stages.av_sync import AvSyncConfig
 from stages.balance import BalanceConfig
 from stages.caption_audio import CaptionAudioConfig
 from stages.caption_merge import CaptionMergeConfig
@@ -112,6 +113,7 @@ def _default_resources() -> dict[str, StageResources]:
         "motion": StageResources(num_cpus=0.25, batch_size=1, max_concurrency=1),
         "speech": StageResources(num_cpus=0.25, batch_size=1, max_concurrency=1),
         "ocr": StageResources(num_cpus=0.25, batch_size=1, max_concurrency=1),
+        "av_sync": StageResources(num_cpus=0.25, batch_size=1, max_concurrency=1),
         # annotation: one model per actor; several clips per call so the engine batches them
         # (a vLLM backend gets llm.tensor_parallel_size GPUs unless num_gpus says otherwise)
         "caption_video": StageResources(num_cpus=0.25, batch_size=8, max_concurrency=1),
@@ -136,6 +138,7 @@ class Config:
     motion: MotionConfig = dataclasses.field(default_factory=MotionConfig)
     speech: SpeechConfig = dataclasses.field(default_factory=SpeechConfig)
     ocr: OcrConfig = dataclasses.field(default_factory=OcrConfig)
+    av_sync: AvSyncConfig = dataclasses.field(default_factory=AvSyncConfig)  # off until calibrated
     # annotation (off unless models are configured: captions are never faked)
     caption_video: CaptionVideoConfig = dataclasses.field(default_factory=CaptionVideoConfig)
     caption_audio: CaptionAudioConfig = dataclasses.field(default_factory=CaptionAudioConfig)
@@ -189,6 +192,7 @@ def _without_filters(config: Config) -> Config:
         motion=dataclasses.replace(config.motion, enabled=False),
         speech=dataclasses.replace(config.speech, enabled=False),
         ocr=dataclasses.replace(config.ocr, enabled=False),
+        av_sync=dataclasses.replace(config.av_sync, enabled=False),
     )
 
 
@@ -209,6 +213,14 @@ def preset_demo() -> Config:
 def preset_demo_spine() -> Config:
     """The demo settings without the quality filters."""
     return _without_filters(preset_demo())
+
+
+def preset_paper() -> Config:
+    """The default filters plus the audio-visual synchrony filter (``av_sync``, AV-Align on CPU;
+    ``--set av_sync.backend=javisscore av_sync.imagebind_weights=...`` for the paper's JavisScore).
+    Its threshold is a placeholder until calibrated with ``javis sync-eval``."""
+    config = Config()
+    return dataclasses.replace(config, av_sync=dataclasses.replace(config.av_sync, enabled=True))
 
 
 ANNOTATION_STAGES = ("caption_video", "caption_audio", "caption_merge", "taxonomy")
@@ -233,6 +245,7 @@ PRESETS: dict[str, Callable[[], Config | dict[str, Any]]] = {
     "demo": preset_demo,
     "demo-spine": preset_demo_spine,
     "annotate": preset_annotate,
+    "paper": preset_paper,
 }
 
 

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 
 from pipeline.config import Config
 from schemas import WORK_SCHEMA, Col, Kind, State, conform
-from stages import aesthetic, content, motion, ocr, speech
+from stages import aesthetic, av_sync, content, motion, ocr, speech
 from stages.analysis import PackPlan
 from stages.balance import Balance
 from stages.base import Rejection, Stage, apply_stage, mark_rejected, stream_stage
@@ -81,6 +81,7 @@ FILTERS: tuple[tuple[str, Any, Callable, str], ...] = (
     ("motion", motion.Motion, motion.decide, Col.MOTION_BACKEND),
     ("speech", speech.Speech, speech.decide, Col.SPEECH_BACKEND),
     ("ocr", ocr.Ocr, ocr.decide, Col.OCR_BACKEND),
+    ("av_sync", av_sync.AvSync, av_sync.decide, Col.AV_SYNC_BACKEND),
 )
 
 
@@ -100,7 +101,13 @@ PACK_READERS: tuple[tuple[str, Any], ...] = (
 )
 
 # production backends that run on a GPU: their stage gets one GPU unless resources say otherwise
-GPU_BACKENDS = {"aesthetic": "laion", "motion": "unimatch", "speech": "funasr", "ocr": "rapidocr_det_cuda"}
+GPU_BACKENDS = {
+    "aesthetic": "laion",
+    "motion": "unimatch",
+    "speech": "funasr",
+    "ocr": "rapidocr_det_cuda",
+    "av_sync": "javisscore",
+}
 
 
 def _llm_gpus(llm: Any) -> float:

@@ -64,6 +64,7 @@ class Rule:
     missing_rejects: bool = False
     backend: str | None = None
     integer: bool = False  # the config field is an int
+    effective: str | None = None  # attribute with the threshold in force when the field is None (a default)
 
     @property
     def stage(self) -> str:
@@ -77,6 +78,10 @@ class Rule:
         section = getattr(config, self.stage)
         return self.backend is None or getattr(section, "backend", None) == self.backend
 
+    def current(self, config: Config) -> float | None:
+        """The threshold the run used."""
+        return getattr(getattr(config, self.stage), self.effective or self.field)
+
     def rejects(self, value: float | None, threshold: float | None) -> bool:
         if value is None:
             return self.missing_rejects
@@ -86,7 +91,7 @@ class Rule:
 
 
 # the re-thresholdable keys: each mirrors its stage's ``decide`` (stages/aesthetic.py, motion.py,
-# speech.py, ocr.py); content's decision has no numeric threshold (category flags)
+# speech.py, ocr.py, av_sync.py); content's decision has no numeric threshold (category flags)
 RULES: tuple[Rule, ...] = (
     Rule("aesthetic.min_image_quality", Col.AESTHETIC_IQ_MEAN, False, True, "image_quality"),
     Rule("aesthetic.min_laion_score", Col.AESTHETIC_LAION_MEAN, False, True, "laion"),
@@ -95,6 +100,7 @@ RULES: tuple[Rule, ...] = (
     Rule("speech.max_speech_longest_s", Col.SPEECH_LONGEST_S, True),
     Rule("ocr.max_regions", Col.OCR_NUM_REGIONS, True, integer=True),
     Rule("ocr.max_text_area_fraction", Col.OCR_TEXT_AREA_FRACTION, True),
+    Rule("av_sync.min_score", Col.AV_SYNC_SCORE, False, effective="threshold"),  # None: the backend's default
 )
 # decided before the filters from values refilter does not re-decide: plotted, no what-if
 # (sound's partial_audio threshold depends on each clip's frame rate, so it is not plotted)
@@ -154,7 +160,7 @@ def whatif_data(rows: list[dict[str, Any]], config: Config) -> list[dict[str, An
     for stage, rules in stage_rules(config).items():
         index = reached(rows, stage, config, specs[stage].ran_column)
         columns = {r.column: [rows[i].get(r.column) for i in index] for r in rules}
-        thresholds = {r.key: getattr(getattr(config, stage), r.field) for r in rules}
+        thresholds = {r.key: r.current(config) for r in rules}
         rejected_here = [rows[i][Col.STATE] == State.REJECTED and rows[i][Col.STAGE] == stage for i in index]
         stages.append({
             "stage": stage,
@@ -184,7 +190,7 @@ def histograms(rows: list[dict[str, Any]], config: Config) -> list[dict[str, Any
             if value is not None and math.isfinite(value):
                 here = rows[i][Col.STATE] == State.REJECTED and rows[i][Col.STAGE] == rule.stage
                 (rejected if here else passed).append(value)
-        threshold = getattr(getattr(config, rule.stage), rule.field)
+        threshold = rule.current(config)
         found.append({"rule": rule, "threshold": threshold, "passed": passed, "rejected": rejected,
                       "whatif": rule.key in whatif})  # fmt: skip
     return found

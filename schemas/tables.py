@@ -19,7 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = "1.3.0"
+SCHEMA_VERSION = "1.4.0"
 _VERSION_KEY = b"javis.schema_version"
 
 
@@ -99,6 +99,11 @@ class Col:
     CLIP_START_S = "clip_start_s"
     CLIP_END_S = "clip_end_s"
     CLIP_DURATION_S = "clip_duration_s"
+    CLIP_VISUAL_START_S = "clip_visual_start_s"  # the scene detector's bounds, before the quiet-point move
+    CLIP_VISUAL_END_S = "clip_visual_end_s"
+    CLIP_START_DBFS = "clip_start_dbfs"  # 20 ms audio level at the chosen bounds
+    CLIP_END_DBFS = "clip_end_dbfs"
+    CLIP_BOUNDARY_FLAG = "clip_boundary_flag"  # start / end / both: a bound left inside a sound
     # cut
     MEDIA_PATH = "media_path"
     MEDIA_SIZE_BYTES = "media_size_bytes"
@@ -137,6 +142,12 @@ class Col:
     MOTION_BACKEND = "motion_backend"
     MOTION_FLOW_MEAN = "motion_flow_mean"  # mean flow magnitude, normalised (see stages/motion.py)
     MOTION_MOVING_FRACTION = "motion_moving_fraction"
+    # av_sync: audio-visual synchrony (JavisScore or AV-Align, see stages/av_sync.py)
+    AV_SYNC_BACKEND = "av_sync_backend"
+    AV_SYNC_SCORE = "av_sync_score"
+    AV_SYNC_NUM_WINDOWS = "av_sync_num_windows"  # javisscore: 2 s windows averaged
+    AV_SYNC_NUM_AUDIO_PEAKS = "av_sync_num_audio_peaks"  # av_align: audio onsets
+    AV_SYNC_NUM_VIDEO_PEAKS = "av_sync_num_video_peaks"  # av_align: optical-flow peaks
     # ocr
     OCR_BACKEND = "ocr_backend"
     OCR_NUM_REGIONS = "ocr_num_regions"  # most text regions in one sampled frame
@@ -245,6 +256,11 @@ _CLIP_FIELDS = [
     _field(Col.CLIP_START_S, pa.float64()),
     _field(Col.CLIP_END_S, pa.float64()),
     _field(Col.CLIP_DURATION_S, pa.float64(), metric=True),
+    _field(Col.CLIP_VISUAL_START_S, pa.float64()),
+    _field(Col.CLIP_VISUAL_END_S, pa.float64()),
+    _field(Col.CLIP_START_DBFS, pa.float64()),
+    _field(Col.CLIP_END_DBFS, pa.float64()),
+    _field(Col.CLIP_BOUNDARY_FLAG, pa.string()),
     _field(Col.MEDIA_PATH, pa.string()),
     _field(Col.MEDIA_SIZE_BYTES, pa.int64()),
     _field(Col.MEDIA_SHA256, pa.string()),
@@ -277,6 +293,11 @@ _CLIP_FIELDS = [
     _field(Col.MOTION_BACKEND, pa.string()),
     _field(Col.MOTION_FLOW_MEAN, pa.float64(), metric=True),
     _field(Col.MOTION_MOVING_FRACTION, pa.float64(), metric=True),
+    _field(Col.AV_SYNC_BACKEND, pa.string()),
+    _field(Col.AV_SYNC_SCORE, pa.float64(), metric=True),
+    _field(Col.AV_SYNC_NUM_WINDOWS, pa.int32(), component_of=Col.AV_SYNC_SCORE),
+    _field(Col.AV_SYNC_NUM_AUDIO_PEAKS, pa.int32(), component_of=Col.AV_SYNC_SCORE),
+    _field(Col.AV_SYNC_NUM_VIDEO_PEAKS, pa.int32(), component_of=Col.AV_SYNC_SCORE),
     _field(Col.OCR_BACKEND, pa.string()),
     _field(Col.OCR_NUM_REGIONS, pa.int32(), metric=True),
     _field(Col.OCR_TEXT_AREA_FRACTION, pa.float64(), metric=True),
@@ -357,6 +378,10 @@ class NegCol:
     MEDIA_SIZE_BYTES = "media_size_bytes"
     MEDIA_SHA256 = "media_sha256"
     DURATION_S = "duration_s"
+    # augment.sync_check (augment/sync_check.py): null when it is off
+    SYNC_SCORE = "sync_score"  # the negative's score under augment.sync's backend
+    SYNC_POSITIVE_SCORE = "sync_positive_score"  # its clip's score
+    SYNC_FLAGGED = "sync_flagged"  # not below the clip's score by augment.sync_margin
     # per-clip ledger of the augment stage
     STATE = "state"
     NUM_NEGATIVES = "num_negatives"
@@ -379,6 +404,9 @@ NEGATIVE_SCHEMA = _versioned(
         _field(NegCol.MEDIA_SIZE_BYTES, pa.int64()),
         _field(NegCol.MEDIA_SHA256, pa.string()),
         _field(NegCol.DURATION_S, pa.float64()),
+        _field(NegCol.SYNC_SCORE, pa.float64()),
+        _field(NegCol.SYNC_POSITIVE_SCORE, pa.float64()),
+        _field(NegCol.SYNC_FLAGGED, pa.bool_()),
     ],
     "negatives",
 )

@@ -63,3 +63,40 @@ def test_a_clip_that_cannot_be_read_is_recorded_as_failed(curated, tmp_path):
     ledger = {r[NegCol.CLIP_ID]: r for r in pq.read_table(out / "negatives" / "ledger.parquet").to_pylist()}
     assert ledger[victim["id"]][NegCol.STATE] == "failed" and ledger[victim["id"]][NegCol.ERROR_TYPE]
     assert victim["id"] in audit_json(out)["funnel"][-1]["errors"]
+
+
+def test_easy_negatives_from_captions_join_the_same_shards_and_ledger(curated, tmp_path):
+    """A tiny random AudioLDM2 pipeline; every clip but the first gets a caption (the first has
+    no text at all: its easy family is skipped with the reason)."""
+    import pyarrow as pa
+
+    from augment.easy import EASY, EasyConfig
+    from schemas import Col
+    from tests.audioldm2_tiny import build_tiny_audioldm2
+
+    pytest.importorskip("diffusers")
+    out = tmp_path / "copy"
+    shutil.copytree(curated, out, ignore=shutil.ignore_patterns("negatives"))
+    clip_ids = sorted(read_shards(out).column(Col.ID).to_pylist())
+    for shard in sorted((out / "shards").glob("*.parquet")):
+        table = pq.read_table(shard)
+        captions = [
+            None if i == clip_ids[0] else f"a tone beeps in video {i}" for i in table.column(Col.ID).to_pylist()
+        ]
+        index = table.schema.get_field_index(Col.CAPTION_MERGE_TEXT)
+        pq.write_table(table.set_column(index, table.schema.field(index), pa.array(captions, pa.string())), shard)
+    easy = EasyConfig(True, str(build_tiny_audioldm2(tmp_path / "audioldm2")), num_inference_steps=2)
+    manifest = run_augment(out, AugmentConfig(families=("audio_temporal",), easy=easy), RayConfig())
+    assert manifest["funnel"]["passed"] == len(clip_ids) and manifest["easy_negatives"].startswith("enabled")
+    assert manifest["skipped_families"].get(EASY) == 1
+    rows = pq.read_table(out / "negatives" / "shard-00000.parquet").to_pylist()
+    by_clip = {r[NegCol.CLIP_ID]: r for r in rows if r[NegCol.FAMILY] == EASY}
+    assert sorted(by_clip) == clip_ids[1:]
+    for clip_id, row in by_clip.items():
+        params = json.loads(row[NegCol.PARAMS_JSON])
+        assert (
+            params["prompt"] == f"a tone beeps in video {clip_id}" and params["prompt_source"] == Col.CAPTION_MERGE_TEXT
+        )
+        assert measure_clip((out / row[NegCol.MEDIA_PATH]).read_bytes())[0]["cut_av_diff_s"] is not None
+    ledger = {r[NegCol.CLIP_ID]: r for r in pq.read_table(out / "negatives" / "ledger.parquet").to_pylist()}
+    assert "no text to prompt from" in json.loads(ledger[clip_ids[0]][NegCol.SKIPPED_JSON])[EASY]

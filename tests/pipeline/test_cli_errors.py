@@ -237,6 +237,14 @@ def test_augment_on_a_run_with_no_accepted_clip_says_so(tmp_path: Path, no_ray: 
     assert code != 0 and "has no accepted clips: nothing to augment" in _one_error_line(output)
 
 
+def test_easy_negatives_without_a_model_path_is_one_line(tmp_path: Path, no_ray: None) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "manifest.json").write_text("{}")
+    code, output = _invoke("augment", str(out), "--set", "easy.enabled=true")
+    assert code != 0 and "augment.easy.enabled needs augment.easy.model_path" in _one_error_line(output)
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
