@@ -118,6 +118,9 @@ def _curate(inputs, output, config, quiet, verbose=False) -> None:
         f"\nsources: {dict(sorted(src.items()))}  clips: {dict(sorted(clip.items()))}"
         f"  ({result.num_skipped_sources} sources already complete, {result.wall_s:.1f} s)"
     )
+    if result.skipped_inputs:  # hidden files, sidecars, the extension filter: counted, not curated
+        skipped = ", ".join(f"{reason}={n}" for reason, n in result.skipped_inputs.items())
+        click.echo(f"files skipped under the inputs (manifest.json: skipped_inputs): {skipped}")
     click.echo(f"outputs in {result.output_dir} (README.md, manifest.json, shards/, rejections/, ledger/)")
     click.echo(f"see them: javis report {result.output_dir}   why a clip was dropped: javis audit {result.output_dir} --clip ID")
 

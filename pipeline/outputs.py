@@ -20,6 +20,7 @@ run killed before its manifest leaves the previous outputs readable.
 from __future__ import annotations
 
 import datetime as dt
+import posixpath
 import re
 import uuid
 from collections.abc import Callable
@@ -189,10 +190,14 @@ def output_files(out: Storage | str, directory: str) -> list[str]:
     return [f for f in found if _generation_of(f) == keep]
 
 
-def prune_media(out: Storage | str, rows: pa.Table, clips_dir: str, keep_rejected: bool) -> int:
+def prune_media(
+    out: Storage | str, rows: pa.Table, clips_dir: str, keep_rejected: bool, thumbs_dir: str | None = None
+) -> int:
     """Delete clip files no accepted row points at (rejected clips unless kept, and the
     ``.part`` files a killed run left behind). Returns the number of files removed.
-    Thumbnails (``thumb_path``) of every clip, rejected or not, are kept, even in ``clips_dir``."""
+    Thumbnails (``thumb_path``) of every clip, rejected or not, are kept, even in ``clips_dir``;
+    with ``thumbs_dir``, a thumbnail no row points at (a killed worker's retry that cut the
+    scene differently) is removed."""
     storage = as_storage(out)
     keep = set()
     for kind, state, path, thumb in zip(
@@ -202,12 +207,12 @@ def prune_media(out: Storage | str, rows: pa.Table, clips_dir: str, keep_rejecte
         rows.column(Col.THUMB_PATH).to_pylist(),
     ):
         if kind == Kind.CLIP and path and (state == State.ACCEPTED or keep_rejected):
-            keep.add(path)
+            keep.add(posixpath.normpath(path))
         if kind == Kind.CLIP and thumb:
-            keep.add(thumb)
+            keep.add(posixpath.normpath(thumb))  # "media/thumbs//x" (a folder set with a slash) is "media/thumbs/x"
     removed = 0
-    for rel in storage.list_files(clips_dir):
-        if rel not in keep:
+    for rel in sorted(set(storage.list_files(clips_dir)) | set(storage.list_files(thumbs_dir) if thumbs_dir else ())):
+        if posixpath.normpath(rel) not in keep:
             storage.delete(rel)
             removed += 1
     return removed

@@ -65,6 +65,7 @@ class RunResult:
     num_skipped_sources: int
     wall_s: float
     run_id: str = ""  # this invocation's id, on every row it decided
+    skipped_inputs: dict[str, int] = dataclasses.field(default_factory=dict)  # files with no row, by reason
 
 
 def new_run_id() -> str:
@@ -312,7 +313,9 @@ def _finish(
     funnel = compute_funnel(rows, funnel_stages(config), len(planned_ids))
     check_invariant(rows, funnel, planned_ids)
     files = write_outputs(storage, rows, config.output)
-    num_pruned = prune_media(storage, current, config.cut.clips_dir, config.output.keep_rejected_media)
+    num_pruned = prune_media(
+        storage, current, config.cut.clips_dir, config.output.keep_rejected_media, config.scene_cut.thumbs_dir
+    )
     staging.compact(staging.load())
     counts = count_states(rows)
     wall_s = time.monotonic() - t0
@@ -350,4 +353,5 @@ def _finish(
     storage.write_json(MANIFEST, manifest)  # last: it commits this run's outputs
     drop_generations(storage, files.get("generation"))
     location = Path(storage.base) if storage.is_local else storage.root
-    return RunResult(location, funnel, counts, num_skipped, wall_s, run_id)
+    skipped_counts = dict(sorted(skipped.counts.items())) if skipped is not None else {}
+    return RunResult(location, funnel, counts, num_skipped, wall_s, run_id, skipped_counts)

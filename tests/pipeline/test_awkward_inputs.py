@@ -142,6 +142,7 @@ def test_every_awkward_file_is_accounted_for(awkward_corpus: Path, ray_local: ob
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     skipped = manifest["skipped_inputs"]
     assert {reason: entry["num_files"] for reason, entry in skipped.items()} == {"hidden": 1, "sidecar": 1}
+    assert result.skipped_inputs == {"hidden": 1, "sidecar": 1}  # what `javis run` prints
     assert [os.path.basename(p) for entry in skipped.values() for p in entry["examples"]] == sorted(SKIPPED)
     funnel = {row["stage"]: row for row in manifest["funnel"]}
     assert funnel["ingest"]["in"] == len(EXPECTED)
