@@ -17,6 +17,7 @@ import importlib.metadata
 import logging
 import os
 import platform
+import posixpath
 import sys
 import time
 import uuid
@@ -192,17 +193,18 @@ def verify_media(
     wrote to a disk the driver cannot see, a file deleted since). A clip that fails becomes
     ``failed`` at ``cut`` (its source is retried by the next run) and the change is staged."""
     cols = [Col.KIND, Col.STATE, Col.MEDIA_PATH, Col.MEDIA_SIZE_BYTES]
-    found = storage.file_sizes(clips_dir)  # one listing, not a request per clip
+    # one listing, not a request per clip; normalised paths ("media/clips//x" for a folder set with a slash)
+    found = {posixpath.normpath(rel): size for rel, size in storage.file_sizes(clips_dir).items()}
     bad = []
     for i, (kind, state, path, size) in enumerate(zip(*(rows.column(c).to_pylist() for c in cols))):
-        if kind == Kind.CLIP and state == State.ACCEPTED and path is not None and found.get(path) != size:
+        if kind == Kind.CLIP and state == State.ACCEPTED and path is not None and found.get(posixpath.normpath(path)) != size:
             bad.append(i)
     if not bad:
         return rows, 0
     records = rows.to_pylist()
     for i in bad:
         row = records[i]
-        found_size = found.get(row[Col.MEDIA_PATH])
+        found_size = found.get(posixpath.normpath(row[Col.MEDIA_PATH]))
         why = "no file" if found_size is None else f"{found_size} bytes instead of {row[Col.MEDIA_SIZE_BYTES]}"
         error = MissingMedia(f"{why} at {storage.location(row[Col.MEDIA_PATH])}, where the driver reads the outputs")
         mark_failed(row, "cut", error, cut_hash)

@@ -52,3 +52,19 @@ def test_a_folder_set_with_a_trailing_slash_keeps_its_files(tmp_path):
     rows = conform([row], WORK_SCHEMA)
     assert prune_media(str(tmp_path), rows, "media/clips/", keep_rejected=False, thumbs_dir="media/thumbs/") == 0
     assert _files(tmp_path) == {"media/clips/s/a.mp4", "media/thumbs/s/a.jpg"}
+
+
+def test_a_run_whose_folders_end_with_a_slash_keeps_and_verifies_its_clips(samples, ray_local, tmp_path):
+    from pathlib import Path
+
+    from pipeline.config import load_config
+    from pipeline.outputs import read_ledger
+    from pipeline.runner import run
+
+    overrides = ["ray.progress_bars=false", "cut.clips_dir=media/clips/", "scene_cut.thumbs_dir=media/thumbs/"]
+    result = run([str(samples)], tmp_path / "out", load_config("demo-spine", overrides=overrides), show_progress=False)
+    clips = [r for r in read_ledger(result.output_dir).to_pylist() if r[Col.KIND] == Kind.CLIP]
+    accepted = [r for r in clips if r[Col.STATE] == State.ACCEPTED]
+    assert accepted and not [r for r in clips if r[Col.STATE] == State.FAILED]
+    assert all((Path(result.output_dir) / r[Col.MEDIA_PATH]).is_file() for r in accepted)
+    assert all((Path(result.output_dir) / r[Col.THUMB_PATH]).is_file() for r in clips if r[Col.THUMB_PATH])
