@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from stages.sound import DBFS_FLOOR
+from stages.sound import to_dbfs
 
 WINDOW_S = 0.02  # short-window RMS: shorter than a syllable, longer than a 50 Hz hum's period
 QUIET_BELOW_MEDIAN_DB = 10.0  # quiet: this far below the clip's median 20 ms level
@@ -73,11 +73,6 @@ class Audio:
             return None
         means = self.power[lo : lo + num * size].reshape(num, size).mean(axis=1, dtype=np.float64)
         return to_dbfs(float(np.median(means)))
-
-
-def to_dbfs(power: float) -> float:
-    """Mean-square power to dBFS, floored for silence (``stages.sound``'s convention)."""
-    return max(DBFS_FLOOR, 10.0 * float(np.log10(power))) if power > 0 else DBFS_FLOOR
 
 
 def _pick(candidates: Sequence[float], audio: Audio, quiet_dbfs: float) -> tuple[float, float | None, bool]:

@@ -67,6 +67,19 @@ def _open(location: str) -> tuple[pafs.FileSystem, str]:
     return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
 
 
+def _download(fs: pafs.FileSystem, fs_path: str, local: str | os.PathLike) -> None:
+    """Copy one file of ``fs`` to a local path: written under a temporary name, then renamed."""
+    tmp = f"{local}.{uuid.uuid4().hex[:8]}.part"
+    try:
+        with fs.open_input_stream(fs_path) as src, open(tmp, "wb") as dst:
+            while chunk := src.read(8 << 20):
+                dst.write(chunk)
+        os.replace(tmp, local)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
 class Storage:
     """A root location (see the module docstring). Pickles as its location string, so Ray
     workers open their own filesystem with their own node's credentials."""
@@ -134,15 +147,7 @@ class Storage:
 
     def get_file(self, rel: str, local: str | os.PathLike) -> None:
         """Copy ``rel`` to a local file (written under a temporary name, then renamed)."""
-        tmp = f"{local}.{uuid.uuid4().hex[:8]}.part"
-        try:
-            with self.fs.open_input_stream(self.path(rel)) as src, open(tmp, "wb") as dst:
-                while chunk := src.read(8 << 20):
-                    dst.write(chunk)
-            os.replace(tmp, local)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
+        _download(self.fs, self.path(rel), local)
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -274,16 +279,7 @@ def local_copy(location: str, scratch: Path, max_cache_bytes: int = SOURCE_CACHE
         if path.exists():
             path.touch()  # recently used
         else:
-            fs, fs_path = open_location(location)
-            tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"
-            try:
-                with fs.open_input_stream(fs_path) as src, open(tmp, "wb") as dst:
-                    while chunk := src.read(8 << 20):
-                        dst.write(chunk)
-                os.replace(tmp, path)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(tmp)
+            _download(*open_location(location), path)
         yield str(path)
     finally:
         marker.unlink()
