@@ -1,11 +1,16 @@
 """The four frozen encoders behind the models, each built from a :class:`~model.spec.LatentSpec`.
 
+Which ones is read from the spec: ``spec.video_vae`` ("opensora" | "wan"), ``spec.text_encoder``
+("t5" | "umt5") and ``spec.has_prior_text`` (JavisDiT++ has no ST-Prior: ``prior_text`` is None).
+
 =================  ==========================================  ==========================================
 role               production (local weights, never a download)  tiny (random, seeded: tests and smoke runs)
 =================  ==========================================  ==========================================
 DiT text           T5 encoder + tokenizer (``transformers``)   a 2-layer random T5 + :class:`HashingTokenizer`
+DiT text (umt5)    umT5-XXL encoder + tokenizer (Wan2.1)       a 2-layer random umT5 + :class:`HashingTokenizer`
 ST-Prior text      ImageBind text tower (``imagebind``)        :class:`TinyRandomPriorTextEncoder`
 video VAE          OpenSora v1.2 VAE (``opensora``)            :class:`TinyRandomVideoVAE`
+video VAE (wan)    Wan2.1 VAE (``diffusers.AutoencoderKLWan``)  :class:`TinyRandomWanVideoVAE`
 audio VAE          AudioLDM2 VAE (``diffusers``) + HiFi-GAN    :class:`TinyRandomAudioVAE`
 =================  ==========================================  ==========================================
 
@@ -49,7 +54,7 @@ MEL_FMIN_HZ = 0.0
 MEL_FMAX_HZ = 8000.0
 MEL_LOG_FLOOR = 1e-5
 TINY_SEED = 0  # every tiny module is seeded from this plus a per-role offset
-PATH_KEYS = ("t5", "imagebind", "imagebind_bpe", "video_vae", "audio_vae", "vocoder")
+PATH_KEYS = ("t5", "umt5", "imagebind", "imagebind_bpe", "video_vae", "audio_vae", "vocoder")
 
 
 def _freeze(module: nn.Module) -> nn.Module:
@@ -153,13 +158,18 @@ class TinyRandomT5TextEncoder(T5TextEncoder):
     def __init__(self, spec: LatentSpec, seed: int = TINY_SEED, vocab_size: int = 1024) -> None:
         from transformers import T5Config, T5EncoderModel
 
-        heads = 4 if spec.text_dim % 4 == 0 else 1
-        config = T5Config(
-            vocab_size=vocab_size, d_model=spec.text_dim, d_kv=spec.text_dim // heads, d_ff=2 * spec.text_dim,
-            num_layers=2, num_heads=heads, dropout_rate=0.0, pad_token_id=HashingTokenizer.PAD,
-            eos_token_id=HashingTokenizer.EOS,
-        )  # fmt: skip
+        config = _tiny_t5_config(T5Config, spec, vocab_size)
         super().__init__(_seeded(seed, lambda: T5EncoderModel(config)), HashingTokenizer(vocab_size), spec)
+
+
+def _tiny_t5_config(config_class: type, spec: LatentSpec, vocab_size: int) -> Any:
+    """A 2-layer (um)T5 config of width ``spec.text_dim`` for the tiny random text encoders."""
+    heads = 4 if spec.text_dim % 4 == 0 else 1
+    return config_class(
+        vocab_size=vocab_size, d_model=spec.text_dim, d_kv=spec.text_dim // heads, d_ff=2 * spec.text_dim,
+        num_layers=2, num_heads=heads, dropout_rate=0.0, pad_token_id=HashingTokenizer.PAD,
+        eos_token_id=HashingTokenizer.EOS,
+    )  # fmt: skip
 
 
 def load_t5_text_encoder(path: str | os.PathLike | None, spec: LatentSpec, dtype: torch.dtype = torch.float32) -> T5TextEncoder:
@@ -169,6 +179,31 @@ def load_t5_text_encoder(path: str | os.PathLike | None, spec: LatentSpec, dtype
 
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     model = T5EncoderModel.from_pretrained(folder, local_files_only=True, dtype=dtype)
+    return T5TextEncoder(model, _hf_tokenize(tokenizer), spec)
+
+
+class TinyRandomUMT5TextEncoder(T5TextEncoder):
+    """:class:`TinyRandomT5TextEncoder`'s umT5 twin (``transformers.UMT5EncoderModel``, the class
+    Wan2.1 ships its text encoder as). Not a text model: tests and smoke runs only."""
+
+    def __init__(self, spec: LatentSpec, seed: int = TINY_SEED + 4, vocab_size: int = 1024) -> None:
+        from transformers import UMT5Config, UMT5EncoderModel
+
+        config = _tiny_t5_config(UMT5Config, spec, vocab_size)
+        super().__init__(_seeded(seed, lambda: UMT5EncoderModel(config)), HashingTokenizer(vocab_size), spec)
+
+
+def load_umt5_text_encoder(path: str | os.PathLike | None, spec: LatentSpec, dtype: torch.dtype = torch.float32) -> T5TextEncoder:
+    """umT5-XXL from a local folder: a diffusers Wan2.1 folder (``text_encoder/`` and ``tokenizer/``)
+    or one ``save_pretrained`` folder holding both. States are zero past the prompt, as Wan's
+    pipeline pads them to 512 tokens."""
+    folder = _require_path(path, "umT5 text encoder", "umt5")
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    model_dir = folder / "text_encoder" if (folder / "text_encoder").is_dir() else folder
+    tokenizer_dir = folder / "tokenizer" if (folder / "tokenizer").is_dir() else folder
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
+    model = UMT5EncoderModel.from_pretrained(model_dir, local_files_only=True, dtype=dtype)
     return T5TextEncoder(model, _hf_tokenize(tokenizer), spec)
 
 
@@ -343,6 +378,68 @@ def load_opensora_video_vae(path: str | os.PathLike | None, spec: LatentSpec, mi
     return OpenSoraVideoVAE(vae, spec)
 
 
+class WanVideoVAE(nn.Module):
+    """Wan2.1's causal video VAE (``diffusers.AutoencoderKLWan``): frames -> the posterior mode,
+    normalised per channel with the config's ``latents_mean`` / ``latents_std`` (as Wan's pipeline
+    feeds its DiT), and back. ``T_lat = 1 + (T - 1) // 4``: frame 0 alone, then groups of 4; frames
+    past the last whole group are dropped by the VAE, so use ``T = 4k + 1``."""
+
+    def __init__(self, vae: nn.Module, spec: LatentSpec) -> None:
+        super().__init__()
+        if vae.config.z_dim != spec.video_channels:
+            raise ValueError(f"Wan VAE z_dim {vae.config.z_dim} != spec.video_channels {spec.video_channels}")
+        self.vae, self.spec, self.channels = _freeze(vae), spec, spec.video_channels
+        shape = (1, spec.video_channels, 1, 1, 1)
+        self.register_buffer("mean", torch.tensor(vae.config.latents_mean, dtype=torch.float32).view(shape))
+        self.register_buffer("std", torch.tensor(vae.config.latents_std, dtype=torch.float32).view(shape))
+
+    def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+        ss = self.spec.video_space_stride
+        if height % ss or width % ss:
+            raise ValueError(f"frame size {height}x{width} is not a multiple of the space stride {ss}")
+        return (self.channels, self.spec.video_latent_frames(num_frames), height // ss, width // ss)
+
+    @torch.inference_mode()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        _, t, h, w, _ = frames.shape
+        self.latent_shape(t, h, w)  # validates the size
+        x = _frames_to_unit(frames.to(self.vae.device)).to(self.vae.dtype)
+        latents = self.vae.encode(x).latent_dist.mode().float()
+        return (latents - self.mean) / self.std
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor, num_frames: int) -> torch.Tensor:
+        z = latents.to(self.mean.device).float() * self.std + self.mean
+        x = self.vae.decode(z.to(self.vae.dtype)).sample.float()[:, :, :num_frames]  # (B, 3, 1 + 4 (T_lat - 1), H, W)
+        if x.shape[2] < num_frames:  # asked for more frames than the latents hold: repeat the last
+            x = torch.cat([x, x[:, :, -1:].expand(-1, -1, num_frames - x.shape[2], -1, -1)], dim=2)
+        return _unit_to_frames(x)
+
+
+class TinyRandomWanVideoVAE(WanVideoVAE):
+    """A real ``AutoencoderKLWan`` (the same causal 4x time / 8x space structure) with base width 8,
+    one residual block per level and seeded random weights: a 25-frame 64x64 clip encodes in about
+    0.1 s on CPU. Keeps Wan2.1's ``latents_mean``/``latents_std``. Not a trained VAE."""
+
+    def __init__(self, spec: LatentSpec, seed: int = TINY_SEED + 5, base_dim: int = 8) -> None:
+        from diffusers import AutoencoderKLWan
+
+        if (spec.video_time_stride, spec.video_space_stride) != (4, 8):
+            raise ValueError("the Wan VAE has a 4x time and 8x space stride")
+        super().__init__(_seeded(seed, lambda: AutoencoderKLWan(
+            base_dim=base_dim, z_dim=spec.video_channels, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
+            temperal_downsample=[False, True, True])), spec)  # fmt: skip
+
+
+def load_wan_video_vae(path: str | os.PathLike | None, spec: LatentSpec, dtype: torch.dtype = torch.float32) -> WanVideoVAE:
+    """Wan2.1's VAE from a local folder: a diffusers Wan2.1 folder (its ``vae/``) or the VAE folder."""
+    folder = _require_path(path, "Wan2.1 video VAE", "video_vae")
+    from diffusers import AutoencoderKLWan
+
+    sub = "vae" if (folder / "vae").is_dir() else None
+    return WanVideoVAE(AutoencoderKLWan.from_pretrained(folder, subfolder=sub, local_files_only=True, torch_dtype=dtype), spec)
+
+
 # ---- audio: log-mel, VAE, vocoder ------------------------------------------------------------
 
 
@@ -511,30 +608,37 @@ def load_audioldm2_audio_vae(
 class Encoders:
     """The frozen encoders of one kind, all sized by ``spec``."""
 
-    text: nn.Module  # DiT text: T5TextEncoder | TinyRandomT5TextEncoder
-    prior_text: nn.Module  # ST-Prior text: ImageBindTextEncoder | TinyRandomPriorTextEncoder
-    video: nn.Module  # OpenSoraVideoVAE | TinyRandomVideoVAE
+    text: nn.Module  # DiT text: T5TextEncoder | TinyRandomT5TextEncoder | TinyRandomUMT5TextEncoder
+    prior_text: nn.Module | None  # ST-Prior text: ImageBindTextEncoder | TinyRandomPriorTextEncoder; None: no prior
+    video: nn.Module  # OpenSoraVideoVAE | TinyRandomVideoVAE | WanVideoVAE (TinyRandomWanVideoVAE)
     audio: nn.Module  # AudioLDM2AudioVAE | TinyRandomAudioVAE
     spec: LatentSpec
     kind: str  # "tiny" | "production"
 
     def to(self, device: str | torch.device) -> Encoders:
         for module in (self.text, self.prior_text, self.video, self.audio):
-            module.to(device)
+            if module is not None:
+                module.to(device)
         return self
 
-    def describe(self) -> dict[str, str]:
-        return {role: type(getattr(self, role)).__name__ for role in ("text", "prior_text", "video", "audio")}
+    def describe(self) -> dict[str, str | None]:
+        return {role: None if getattr(self, role) is None else type(getattr(self, role)).__name__
+                for role in ("text", "prior_text", "video", "audio")}  # fmt: skip
 
 
 def build_encoders(kind: str, spec: LatentSpec, paths: Mapping[str, str] | None = None) -> Encoders:
     """``tiny``: random seeded modules (no files). ``production``: local weights from ``paths``
-    (keys: t5, imagebind, [imagebind_bpe], video_vae, audio_vae, [vocoder]); a missing path or
-    package raises at once, nothing is downloaded."""
+    (keys: t5 or umt5, imagebind, [imagebind_bpe], video_vae, audio_vae, [vocoder]); a missing path
+    or package raises at once, nothing is downloaded. The spec picks the text encoder and video VAE,
+    and leaves the prior text encoder out when it has no prior text (JavisDiT++)."""
     paths = dict(paths or {})
     unknown = set(paths) - set(PATH_KEYS)
     if unknown:
         raise ValueError(f"unknown encoder path keys {sorted(unknown)}; known: {list(PATH_KEYS)}")
+    if kind not in ("tiny", "production"):
+        raise ValueError(f"unknown encoders kind {kind!r}; choose 'tiny' or 'production'")
+    if spec.video_vae == "wan" or spec.text_encoder == "umt5" or not spec.has_prior_text:
+        return _build_ditpp_encoders(kind, spec, paths)
     if kind == "tiny":
         return Encoders(
             TinyRandomT5TextEncoder(spec), TinyRandomPriorTextEncoder(spec), TinyRandomVideoVAE(spec),
@@ -550,3 +654,22 @@ def build_encoders(kind: str, spec: LatentSpec, paths: Mapping[str, str] | None 
             kind,
         )
     raise ValueError(f"unknown encoders kind {kind!r}; choose 'tiny' or 'production'")
+
+
+def _build_ditpp_encoders(kind: str, spec: LatentSpec, paths: Mapping[str, str]) -> Encoders:
+    """The encoders a JavisDiT++-style spec names (umT5 or T5, Wan or OpenSora VAE, prior or none)."""
+    tiny = kind == "tiny"
+    if spec.text_encoder == "umt5":
+        text = TinyRandomUMT5TextEncoder(spec) if tiny else load_umt5_text_encoder(paths.get("umt5"), spec)
+    else:
+        text = TinyRandomT5TextEncoder(spec) if tiny else load_t5_text_encoder(paths.get("t5"), spec)
+    prior = None
+    if spec.has_prior_text:
+        prior = (TinyRandomPriorTextEncoder(spec) if tiny
+                 else load_imagebind_text_encoder(paths.get("imagebind"), spec, paths.get("imagebind_bpe")))  # fmt: skip
+    if spec.video_vae == "wan":
+        video = TinyRandomWanVideoVAE(spec) if tiny else load_wan_video_vae(paths.get("video_vae"), spec)
+    else:
+        video = TinyRandomVideoVAE(spec) if tiny else load_opensora_video_vae(paths.get("video_vae"), spec)
+    audio = TinyRandomAudioVAE(spec) if tiny else load_audioldm2_audio_vae(paths.get("audio_vae"), spec, paths.get("vocoder"))
+    return Encoders(text, prior, video, audio, spec, kind)

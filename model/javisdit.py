@@ -160,6 +160,22 @@ def _norm(dim: int) -> nn.LayerNorm:
     return nn.LayerNorm(dim, eps=1e-6, elementwise_affine=False)
 
 
+def row_timesteps(t: torch.Tensor, mask: torch.Tensor | None, num_frames: int, patch_t: int,
+                  device: torch.device) -> torch.Tensor:
+    """``(B,)`` or per latent frame ``(B, frames)`` timesteps -> one per token row ``(B, ceil(frames
+    / patch_t))``: 0 on frames ``mask (B, frames)`` marks as clean conditions, averaged over the
+    frames a row's patch spans (the last row's padding repeats the last frame)."""
+    t = t.to(device=device, dtype=torch.float32)
+    t = t[:, None].expand(-1, num_frames) if t.ndim == 1 else t
+    if t.shape[1] != num_frames:
+        raise ValueError(f"per-frame timesteps have {t.shape[1]} frames, latent has {num_frames}")
+    if mask is not None:
+        t = torch.where(mask.to(t.device), torch.zeros_like(t), t)
+    pad = (-num_frames) % patch_t
+    t = F.pad(t[:, None], (0, pad), mode="replicate")[:, 0] if pad else t
+    return t.reshape(t.shape[0], -1, patch_t).mean(dim=-1)
+
+
 # ---------------------------------------------------------------- conditioning embedders
 
 
@@ -313,7 +329,42 @@ class Branch(nn.Module):
 # ---------------------------------------------------------------- the model
 
 
-class JavisDiT(nn.Module):
+class GuidedDiT(nn.Module):
+    """Condition dropout and classifier-free guidance for a DiT whose ``forward`` takes
+    ``(video, audio, t_video, t_audio, text, text_mask, prior_spatial, prior_temporal, *,
+    video_mask, audio_mask, cond_drop)`` and has ``config.cond_dropout_prob``: JavisDiT and
+    JavisDiT++ (``model/ditpp.py``) share it."""
+
+    def draw_cond_drop(self, batch_size: int, *, generator: torch.Generator | None = None,
+                       device=None) -> torch.Tensor:
+        """``(B,)`` bool: which samples train unconditionally (``config.cond_dropout_prob``), for CFG."""
+        return torch.rand(batch_size, generator=generator, device=device) < self.config.cond_dropout_prob
+
+    def forward_with_cfg(self, video, audio, t_video, t_audio, text, text_mask, prior_spatial, prior_temporal, *,
+                         cfg_scale: float, video_mask=None, audio_mask=None,
+                         ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Classifier-free guidance: ``uncond + cfg_scale * (cond - uncond)``, both passes in one batch;
+        the unconditional pass swaps text and prior for the learned nulls (conditioned frames stay)."""
+        b = (video if video is not None else audio).shape[0]
+
+        def twice(x):
+            return None if x is None else torch.cat([x, x], dim=0)
+
+        drop = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(text.device)
+        outs = self(twice(video), twice(audio), twice(t_video), twice(t_audio), twice(text), twice(text_mask),
+                    twice(prior_spatial), twice(prior_temporal),
+                    video_mask=twice(video_mask), audio_mask=twice(audio_mask), cond_drop=drop)
+        guided = []
+        for out in outs:
+            if out is None:
+                guided.append(None)
+                continue
+            cond, uncond = out.chunk(2, dim=0)
+            guided.append(uncond + cfg_scale * (cond - uncond))
+        return tuple(guided)
+
+
+class JavisDiT(GuidedDiT):
     """Joint audio-video DiT.
 
     Inputs of :meth:`forward` (B = batch):
@@ -362,20 +413,6 @@ class JavisDiT(nn.Module):
         for linear in (self.t_embedder.mlp[0], self.t_embedder.mlp[2], self.t_block[1], self.prior_t_block[1]):
             nn.init.normal_(linear.weight, std=0.02)
 
-    # -- timesteps
-
-    def _frame_times(self, t, mask, num_frames: int, patch_t: int, ref: torch.Tensor) -> torch.Tensor:
-        """``(B,)`` or ``(B, frames)`` timesteps -> one per token row ``(B, ceil(frames / patch_t))``."""
-        t = t.to(device=ref.device, dtype=torch.float32)
-        t = t[:, None].expand(-1, num_frames) if t.ndim == 1 else t
-        if t.shape[1] != num_frames:
-            raise ValueError(f"per-frame timesteps have {t.shape[1]} frames, latent has {num_frames}")
-        if mask is not None:
-            t = torch.where(mask.to(t.device), torch.zeros_like(t), t)
-        pad = (-num_frames) % patch_t
-        t = F.pad(t, (0, pad), mode="replicate") if pad else t
-        return t.view(t.shape[0], -1, patch_t).mean(dim=-1)
-
     # -- forward
 
     def forward(self, video, audio, t_video, t_audio, text, text_mask, prior_spatial, prior_temporal, *,
@@ -404,7 +441,7 @@ class JavisDiT(nn.Module):
                 continue
             branch = getattr(self, name)
             tokens, grid = branch.embed(x.to(dtype))  # (B, T', S', C)
-            t_rows = self._frame_times(t, mask, x.shape[2], branch.patch[0], ref)  # (B, T')
+            t_rows = row_timesteps(t, mask, x.shape[2], branch.patch[0], ref.device)  # (B, T')
             t_emb = self.t_embedder(t_rows)  # (B, T', C)
             streams[name] = {
                 "x": tokens, "grid": grid, "shape": x.shape, "t_emb": t_emb,
@@ -446,34 +483,6 @@ class JavisDiT(nn.Module):
                 half = getattr(getattr(self, name).blocks[depth], axis)
                 xs[name] = half.ffn_step(xs[name], streams[name]["t_mod"])
         return xs["video"], xs["audio"]
-
-    def draw_cond_drop(self, batch_size: int, *, generator: torch.Generator | None = None,
-                       device=None) -> torch.Tensor:
-        """``(B,)`` bool: which samples train unconditionally (``config.cond_dropout_prob``), for CFG."""
-        return torch.rand(batch_size, generator=generator, device=device) < self.config.cond_dropout_prob
-
-    def forward_with_cfg(self, video, audio, t_video, t_audio, text, text_mask, prior_spatial, prior_temporal, *,
-                         cfg_scale: float, video_mask=None, audio_mask=None,
-                         ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """Classifier-free guidance: ``uncond + cfg_scale * (cond - uncond)``, both passes in one batch;
-        the unconditional pass swaps text and prior for the learned nulls (conditioned frames stay)."""
-        b = (video if video is not None else audio).shape[0]
-
-        def twice(x):
-            return None if x is None else torch.cat([x, x], dim=0)
-
-        drop = torch.cat([torch.zeros(b, dtype=torch.bool), torch.ones(b, dtype=torch.bool)]).to(text.device)
-        outs = self(twice(video), twice(audio), twice(t_video), twice(t_audio), twice(text), twice(text_mask),
-                    twice(prior_spatial), twice(prior_temporal),
-                    video_mask=twice(video_mask), audio_mask=twice(audio_mask), cond_drop=drop)
-        guided = []
-        for out in outs:
-            if out is None:
-                guided.append(None)
-                continue
-            cond, uncond = out.chunk(2, dim=0)
-            guided.append(uncond + cfg_scale * (cond - uncond))
-        return tuple(guided)
 
 
 # ---------------------------------------------------------------- training-stage helpers

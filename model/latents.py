@@ -1,7 +1,9 @@
 """Precompute VAE latents and text states into Parquet, on Ray Data, so training never re-encodes.
 
 Input: the output folder of a curation run (accepted clips in ``shards/``) and, when present, its
-hard negatives (``negatives/``, from ``javis augment``). Output (default ``<data>/latents/``):
+hard negatives (``negatives/``, from ``javis augment``). Output (default ``<data>/latents/`` for the
+JavisDiT specs, ``<data>/latents-ditpp-tiny/`` and ``<data>/latents-ditpp-paper/`` for JavisDiT++'s:
+:func:`latents_dir_name`):
 
 ``shards/shard-<hash>.parquet``  one file per encoded batch, rows in ``schemas.latents.LATENTS_SCHEMA``
 ``failures.parquet``      every input of the last run without a latent row, and why
@@ -41,7 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from model.encoders import Encoders, build_encoders, log_mel
-from model.spec import TINY, LatentSpec
+from model.spec import DITPP_PAPER, DITPP_TINY, SPECS, TINY, LatentSpec
 from pipeline.outputs import read_shards, require_run
 from schemas import Col, NegCol
 from schemas.latents import LATENT_FAILURE_SCHEMA, LATENTS_SCHEMA, LatCol, LatentKind, pack_tensor
@@ -75,6 +77,9 @@ class Buckets:
         bad = [(h, w) for h, w in self.resolutions if h % ss or w % ss]
         if bad:
             raise ValueError(f"bucket resolutions {bad} are not multiples of the video space stride {ss}")
+        ts = spec.video_time_stride
+        if spec.video_vae == "wan" and any((t - 1) % ts for t in self.num_frames):
+            raise ValueError(f"frame counts {self.num_frames} must be {ts}k + 1 for the causal Wan VAE")
 
     def pick(self, width: int, height: int, duration_s: float, fps: float) -> tuple[int, int, int] | None:
         """(height, width, frames): the nearest aspect ratio, the longest duration the clip
@@ -97,6 +102,45 @@ TINY_BUCKETS = Buckets(resolutions=((48, 64), (64, 48), (64, 64)), num_frames=(1
 PAPER_BUCKETS = Buckets(
     resolutions=((240, 432), (432, 240), (240, 320), (320, 240), (240, 240)), num_frames=(48, 96)
 )
+
+
+# JavisDiT++ (Wan2.1's causal VAE: 4k + 1 frames fill whole latent frames). tiny: 17 and 25 frames at
+# 8 fps (2.1 s, 3.1 s); paper: Wan2.1-1.3B's 480p (832x480 and the same aspects as above, sides
+# multiples of 16 for the 8x VAE and 2x2 patches) at 33 and 81 frames at 16 fps (2.1 s, 5.1 s, Wan's
+# 81). One resolution tier only: ``Buckets.pick`` takes the smaller of two equal aspects, so 240p
+# and 480p in one set would never use 480p; pass ``buckets=`` to precompute at 240p.
+DITPP_TINY_BUCKETS = Buckets(resolutions=((48, 64), (64, 48), (64, 64)), num_frames=(17, 25))
+DITPP_PAPER_BUCKETS = Buckets(
+    resolutions=((480, 832), (832, 480), (480, 640), (640, 480), (480, 480)), num_frames=(33, 81)
+)
+_NEW_SPEC_FIELDS = ("video_vae", "text_encoder")  # added for JavisDiT++: absent from older manifests
+
+
+def latents_dir_name(spec_name: str) -> str:
+    """The folder ``javis latents`` writes under a curated folder for the spec named ``spec_name``:
+    ``latents`` for the JavisDiT specs (as before), ``latents-<name>`` for the others."""
+    if spec_name not in SPECS:
+        raise ValueError(f"unknown preset {spec_name!r}; choose one of {sorted(SPECS)}")
+    return LATENTS_DIR if spec_name in ("tiny", "paper") else f"{LATENTS_DIR}-{spec_name}"
+
+
+def default_buckets(spec: LatentSpec) -> Buckets:
+    if spec == TINY:
+        return TINY_BUCKETS
+    return {DITPP_TINY: DITPP_TINY_BUCKETS, DITPP_PAPER: DITPP_PAPER_BUCKETS}.get(spec, PAPER_BUCKETS)
+
+
+def _spec_name(spec: LatentSpec) -> str | None:
+    return next((name for name, known in SPECS.items() if known == spec), None)
+
+
+def with_spec_defaults(spec_json: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A manifest's ``spec`` with the fields added since it was written set to their defaults, so
+    latents made before JavisDiT++ still match their (unchanged) spec."""
+    if spec_json is None:
+        return None
+    defaults = {f.name: f.default for f in dataclasses.fields(LatentSpec) if f.name in _NEW_SPEC_FIELDS}
+    return {**defaults, **spec_json}
 
 
 def bucket_key(height: int, width: int, frames: int) -> str:
@@ -195,6 +239,8 @@ class LatentEncoder:
         if texts:
             order = sorted(texts)
             for key, encoder in (("text", self.encoders.text), ("prior", self.encoders.prior_text)):
+                if encoder is None:  # a spec without prior text (JavisDiT++)
+                    continue
                 s, m = encoder.encode([texts[i] for i in order])
                 states[key] = {i: (s[n][m[n]].cpu(), s.shape[1]) for n, i in enumerate(order)}
         rows = []
@@ -204,10 +250,13 @@ class LatentEncoder:
             row.update(pack_tensor(LatCol.VIDEO, video[i].numpy().astype(self.storage_dtype)))
             row.update(pack_tensor(LatCol.AUDIO, audio[i].numpy().astype(self.storage_dtype)))
             if i in texts:
-                (text, text_len), (prior, prior_len) = states["text"][i], states["prior"][i]
+                text, text_len = states["text"][i]
                 row.update(pack_tensor(LatCol.TEXT, text.numpy().astype(self.storage_dtype)))
-                row.update(pack_tensor(LatCol.PRIOR_TEXT, prior.numpy().astype(self.storage_dtype)))
-                row.update({LatCol.TEXT_LEN: text_len, LatCol.PRIOR_TEXT_LEN: prior_len})
+                row[LatCol.TEXT_LEN] = text_len
+                if "prior" in states:
+                    prior, prior_len = states["prior"][i]
+                    row.update(pack_tensor(LatCol.PRIOR_TEXT, prior.numpy().astype(self.storage_dtype)))
+                    row[LatCol.PRIOR_TEXT_LEN] = prior_len
             rows.append(row)
         return rows
 
@@ -302,6 +351,7 @@ def _check_manifest(output_dir: Path, identity: dict[str, Any]) -> None:
     path = output_dir / MANIFEST
     if path.exists():
         old = {k: json.loads(path.read_text()).get(k) for k in identity}
+        old["spec"] = with_spec_defaults(old["spec"])
         if old != identity:
             raise ValueError(f"{output_dir} holds latents made with other settings {old}; use another output folder")
 
@@ -323,8 +373,10 @@ def precompute_latents(
     storage_dtype: str = "float32",
 ) -> dict[str, Any]:
     """Encode every accepted clip (and negative) of ``data_dir`` not encoded yet; returns the
-    summary written to the manifest. ``buckets`` defaults to TINY_BUCKETS for the TINY spec, else
-    PAPER_BUCKETS. ``num_gpus`` per encoder actor, ``num_workers`` actors."""
+    summary written to the manifest. ``output_dir`` defaults to ``data_dir / latents_dir_name(spec)``
+    (``latents`` for any spec not in ``model.spec.SPECS``); ``buckets`` to :func:`default_buckets`
+    (TINY_BUCKETS for TINY, the DITPP ones for the DITPP specs, else PAPER_BUCKETS). ``num_gpus``
+    per encoder actor, ``num_workers`` actors."""
     import ray
 
     if is_uri(str(data_dir)) or (output_dir is not None and is_uri(str(output_dir))):
@@ -334,8 +386,9 @@ def precompute_latents(
         )
     data_dir = Path(data_dir).resolve()
     require_run(str(data_dir))
-    output_dir = Path(output_dir).resolve() if output_dir else data_dir / LATENTS_DIR
-    buckets = buckets or (TINY_BUCKETS if spec == TINY else PAPER_BUCKETS)
+    name = _spec_name(spec)
+    output_dir = Path(output_dir).resolve() if output_dir else data_dir / (latents_dir_name(name) if name else LATENTS_DIR)
+    buckets = buckets or default_buckets(spec)
     buckets.check(spec)
     identity = {"encoders": encoders, "spec": dataclasses.asdict(spec), "buckets": buckets.to_json(),
                 "storage_dtype": storage_dtype}  # fmt: skip

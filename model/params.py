@@ -13,7 +13,7 @@ from model.javisdit import JavisDiT, freeze_for_stage
 from model.presets import preset as load_preset
 from model.st_prior import STPriorEstimator, VAEncoder
 
-KINDS = ("prior", "dit")
+KINDS = ("prior", "dit", "ditpp")
 DIT_STAGES = ("video", "audio", "joint")  # stages that train DiT parameters
 
 
@@ -39,6 +39,8 @@ def count_parameters(kind: str, preset: str, stage: str | None = None) -> dict:
     """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose one of {KINDS}")
+    if kind == "ditpp":
+        return count_ditpp_parameters(preset, stage)
     configs = load_preset(preset)
     if kind == "prior":
         with torch.device("meta"):
@@ -61,4 +63,45 @@ def count_parameters(kind: str, preset: str, stage: str | None = None) -> dict:
         "trainable_by_stage": by_stage,
         "trainable_by_stage_paper_units": {name: paper_units(n) for name, n in by_stage.items()},
         "video_branch": _numel(model.video), "audio_branch": _numel(model.audio),
+    }
+
+
+def count_ditpp_parameters(preset: str, stage: str | None = None) -> dict:
+    """``count_parameters``' keys for JavisDiT++ (:mod:`model.ditpp`). ``total`` is the model
+    without adapters; ``lora`` the adapters that :meth:`~model.ditpp.JavisDiTPP.add_lora` adds for
+    "sft" and "dpo" (whose ``trainable`` they are), ``total_with_lora`` both. ``video`` / ``audio``:
+    parameters only that modality's tokens pass through; ``shared``: the rest (attention,
+    embedders, block tables), of which ``wan_backbone`` (shared + video) is Wan2.1's own set."""
+    from model.ditpp import (
+        DITPP_STAGES,
+        JavisDiTPP,
+        ditpp_preset,
+        freeze_for_ditpp_stage,
+        is_audio_parameter,
+        is_video_parameter,
+    )
+    from model.lora import lora_parameters
+
+    if stage is not None and stage not in DITPP_STAGES:
+        raise ValueError(f"unknown ditpp stage {stage!r}; choose one of {DITPP_STAGES}")
+    with torch.device("meta"):
+        model = JavisDiTPP(ditpp_preset(preset))
+    named = dict(model.named_parameters())
+    total = sum(p.numel() for p in named.values())
+    video = sum(p.numel() for n, p in named.items() if is_video_parameter(n))
+    audio = sum(p.numel() for n, p in named.items() if is_audio_parameter(n))
+    null_text = model.null_text.numel()
+    with torch.device("meta"):
+        model.add_lora()
+    lora = sum(p.numel() for p in lora_parameters(model))
+    by_stage = {name: sum(p.numel() for p in freeze_for_ditpp_stage(model, name)) for name in DITPP_STAGES}
+    trainable = total if stage is None else by_stage[stage]
+    return {
+        "kind": "ditpp", "preset": preset, "total": total, "trainable": trainable, "stage": stage,
+        "paper_units": paper_units(total),
+        "trainable_by_stage": by_stage,
+        "trainable_by_stage_paper_units": {name: paper_units(n) for name, n in by_stage.items()},
+        "video": video, "audio": audio, "shared": total - video - audio,
+        "wan_backbone": total - audio - null_text, "wan_backbone_paper_units": paper_units(total - audio - null_text),
+        "lora": lora, "total_with_lora": total + lora,
     }

@@ -177,3 +177,52 @@ def test_t5_loader_reads_a_local_folder(tmp_path):
     assert not any(p.requires_grad for p in loaded.parameters())
     with pytest.raises(ValueError, match="text_dim"):
         load_t5_text_encoder(tmp_path, PAPER)
+
+
+# ---- JavisDiT++: Wan2.1 video VAE, umT5, no prior text --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ditpp_tiny():
+    from model.spec import DITPP_TINY
+
+    return build_encoders("tiny", DITPP_TINY)
+
+
+def test_ditpp_spec_picks_wan_vae_umt5_and_no_prior(ditpp_tiny):
+    assert ditpp_tiny.describe() == {"text": "TinyRandomUMT5TextEncoder", "prior_text": None,
+                                     "video": "TinyRandomWanVideoVAE", "audio": "TinyRandomAudioVAE"}  # fmt: skip
+    states, mask = ditpp_tiny.text.encode(["a dog barks", "rain"])
+    assert tuple(states.shape) == (2, 16, 32) and mask.sum(1).tolist() == [4, 2]
+    assert (states[~mask] == 0).all()
+
+
+def test_wan_vae_causal_time_shapes_and_normalisation(ditpp_tiny):
+    vae = ditpp_tiny.video
+    assert vae.latent_shape(25, 64, 48) == (16, 7, 8, 6) and vae.latent_shape(17, 48, 64) == (16, 5, 6, 8)
+    assert vae.latent_shape(1, 64, 64)[1] == 1 and vae.latent_shape(4, 64, 64)[1] == 1
+    with pytest.raises(ValueError, match="space stride"):
+        vae.latent_shape(17, 60, 64)
+    frames = _frames(0, 25, 64, 64)
+    latents = vae.encode(frames)
+    assert tuple(latents.shape) == (1, 16, 7, 8, 8)
+    raw = vae.vae.encode(frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1).latent_dist.mode()
+    assert torch.allclose(latents * vae.std + vae.mean, raw, atol=1e-5)  # normalised with Wan's mean / std
+    decoded = vae.decode(latents, 25)
+    assert decoded.dtype == torch.uint8 and tuple(decoded.shape) == (1, 25, 64, 64, 3)
+    assert tuple(vae.decode(latents, 27).shape) == (1, 27, 64, 64, 3)  # past the latents: last frame repeated
+
+
+def test_wan_vae_loader_reads_a_local_folder(ditpp_tiny, tmp_path):
+    from model.encoders import load_umt5_text_encoder, load_wan_video_vae
+    from model.spec import DITPP_PAPER, DITPP_TINY
+
+    for loader, key in ((load_wan_video_vae, "video_vae"), (load_umt5_text_encoder, "umt5")):
+        with pytest.raises(FileNotFoundError, match=f"never downloaded.*|paths\\[{key!r}\\]"):
+            loader(tmp_path / "absent", DITPP_PAPER)
+    with pytest.raises(FileNotFoundError, match="umT5"):
+        build_encoders("production", DITPP_PAPER, {})
+    ditpp_tiny.video.vae.save_pretrained(tmp_path / "vae")  # a diffusers Wan2.1 folder layout
+    loaded = load_wan_video_vae(tmp_path, DITPP_TINY)
+    frames = _frames(1, 5, 16, 16)
+    assert torch.equal(loaded.encode(frames), ditpp_tiny.video.encode(frames))

@@ -123,3 +123,80 @@ def test_caption_falls_back_from_the_named_column_to_the_title_to_empty():
     assert _caption({"caption_merge_text": None, "src_title": "Dog"}, None) == ("Dog", "src_title")
     assert _caption({"my_caption": "rain", "src_title": "Dog"}, "my_caption") == ("rain", "my_caption")
     assert _caption({"src_title": None}, None) == ("", "empty")
+
+
+# ---- JavisDiT++ latents ---------------------------------------------------------------------------
+
+
+def test_ditpp_folder_names_buckets_and_old_manifest_identity():
+    from model.latents import DITPP_PAPER_BUCKETS, DITPP_TINY_BUCKETS, default_buckets, latents_dir_name
+    from model.spec import DITPP_PAPER, DITPP_TINY
+
+    assert latents_dir_name("tiny") == latents_dir_name("paper") == LATENTS_DIR
+    assert latents_dir_name("ditpp-tiny") == "latents-ditpp-tiny" and latents_dir_name("ditpp-paper") == "latents-ditpp-paper"
+    with pytest.raises(ValueError, match="unknown preset"):
+        latents_dir_name("large")
+    assert default_buckets(DITPP_TINY) is DITPP_TINY_BUCKETS and default_buckets(DITPP_PAPER) is DITPP_PAPER_BUCKETS
+    assert default_buckets(TINY) is TINY_BUCKETS
+    for spec, buckets in ((DITPP_TINY, DITPP_TINY_BUCKETS), (DITPP_PAPER, DITPP_PAPER_BUCKETS)):
+        buckets.check(spec)
+        assert all((t - 1) % 4 == 0 for t in buckets.num_frames)
+        assert all(h % 16 == 0 and w % 16 == 0 for h, w in buckets.resolutions)
+    with pytest.raises(ValueError, match="4k \\+ 1"):
+        TINY_BUCKETS.check(DITPP_TINY)
+
+
+
+@pytest.mark.slow
+def test_ditpp_tiny_latents_through_the_cli_load_and_collate(curated):
+    import json
+
+    from click.testing import CliRunner
+
+    from model.data import collate, load_rows
+    from model.encoders import num_mel_frames
+    from model.spec import DITPP_TINY
+    from pipeline.cli import main
+
+    out, summaries = curated
+    old = sorted(p.name for p in latent_shards(out / LATENTS_DIR))
+    result = CliRunner().invoke(main, ["latents", str(out), "--preset", "ditpp-tiny", "--batch-size", "8"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    folder = out / "latents-ditpp-tiny"
+    assert summary["output_dir"] == str(folder) and summary["failed"] == summaries["again"]["failed"]
+    assert summary["encoded"] == summary["inputs"] - summary["failed"]
+    assert sorted(p.name for p in latent_shards(out / LATENTS_DIR)) == old  # JavisDiT's latents untouched
+    rows = load_rows(folder)
+    by_bucket: dict[str, list] = {}
+    for row in rows:
+        by_bucket.setdefault(row[LatCol.BUCKET], []).append(row)
+        assert row[LatCol.BUCKET_FRAMES] in (17, 25) and row[LatCol.PRIOR_TEXT] is None
+    for bucket_rows in by_bucket.values():
+        batch = collate(bucket_rows)
+        h, w, t = (int(n) for n in batch["bucket"].split("x"))
+        n = len(bucket_rows)
+        assert tuple(batch["video"].shape) == (n, 16, 1 + (t - 1) // 4, h // 8, w // 8)
+        samples = round(t / DITPP_TINY.video_fps * 16_000)
+        assert tuple(batch["audio"].shape) == (n, 8, num_mel_frames(samples, DITPP_TINY) // 4, 16)
+        assert tuple(batch["text"].shape) == (n, 16, 32) and batch["text_mask"].any(1).all()
+        assert "prior_text" not in batch
+    negatives = load_rows(folder, "negatives")
+    assert negatives and len(load_rows(folder, "pairs")) == len(negatives)
+
+
+def test_a_manifest_from_before_the_ditpp_fields_still_matches(tmp_path):
+    """Latents made before ``video_vae``/``text_encoder`` existed resume instead of being refused."""
+    import dataclasses
+    import json
+
+    from model.latents import MANIFEST, _check_manifest, with_spec_defaults
+
+    old_spec = {k: v for k, v in dataclasses.asdict(TINY).items() if k not in ("video_vae", "text_encoder")}
+    identity = {"encoders": "tiny", "spec": dataclasses.asdict(TINY), "buckets": TINY_BUCKETS.to_json(),
+                "storage_dtype": "float32"}  # fmt: skip
+    (tmp_path / MANIFEST).write_text(json.dumps({**identity, "spec": old_spec}))
+    _check_manifest(tmp_path, identity)  # no error
+    assert with_spec_defaults(old_spec) == dataclasses.asdict(TINY)
+    with pytest.raises(ValueError, match="other settings"):
+        _check_manifest(tmp_path, {**identity, "spec": dataclasses.asdict(PAPER)})
