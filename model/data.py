@@ -28,6 +28,11 @@ key                    value                              note
 ``ids`` / ``clip_ids``  list[str]                          ``neg_ids``, ``neg_families`` for pairs
 ``bucket``             str                                "HxWxT"
 =====================  =================================  ==========================================
+
+Preference pairs (``javis preference``, ``schemas/preference.py``) for the dpo stage read the same
+two ways (:func:`preference_dataset`, :func:`load_preference_rows`) and batch with
+``iter_bucketed_batches(..., collate_fn=collate_preference)``: ``video_w``, ``audio_w`` (winner),
+``video_l``, ``audio_l`` (loser), ``text``, ``text_mask``, ``ids`` (pair ids), ``bucket``.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import torch
 
 from model.latents import SHARDS_DIR, latent_shards
 from schemas.latents import NEG_PREFIX, PAIR_SCHEMA, LatCol, LatentKind, dtype_column, shape_column, unpack_tensor
+from schemas.preference import PAIRS_DIR, TENSOR_COLUMNS, PrefCol
 
 KINDS = ("positives", "negatives", "pairs")
 _ROW_KIND = {"positives": LatentKind.POSITIVE, "negatives": LatentKind.NEGATIVE}
@@ -169,7 +175,8 @@ def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     has_text = [r.get(LatCol.TEXT) is not None for r in rows]
     if all(has_text):
         batch["text"], batch["text_mask"] = _padded_states(rows, LatCol.TEXT, LatCol.TEXT_LEN)
-        batch["prior_text"], batch["prior_text_mask"] = _padded_states(rows, LatCol.PRIOR_TEXT, LatCol.PRIOR_TEXT_LEN)
+        if rows[0].get(LatCol.PRIOR_TEXT) is not None:  # JavisDiT++ latents (no ST-Prior) store none
+            batch["prior_text"], batch["prior_text_mask"] = _padded_states(rows, LatCol.PRIOR_TEXT, LatCol.PRIOR_TEXT_LEN)
     elif any(has_text):
         raise ValueError("some rows have text states and some do not: mixed positives and negatives")
     if rows[0].get(NEG_PREFIX + LatCol.ID) is not None:
@@ -209,3 +216,57 @@ def iter_bucketed_batches(
     if not drop_last:
         for key in sorted(pending):
             yield collate_fn(pending[key])
+
+
+# ---- preference pairs (``javis preference``, ``schemas/preference.py``) ------------------------
+
+#: what the dpo stage reads of a pair row; the media paths, scores and prompts stay on disk
+PREFERENCE_COLUMNS = tuple(
+    [PrefCol.PAIR_ID, PrefCol.BUCKET, PrefCol.TEXT_LEN]
+    + [name for column in TENSOR_COLUMNS for name in (column, shape_column(column), dtype_column(column))]
+)
+
+
+def preference_shards(pref_dir: str | os.PathLike) -> list[Path]:
+    """``PREF/pairs/shard-*.parquet``; a clear error when there are none."""
+    paths = sorted((Path(pref_dir) / PAIRS_DIR).glob("*.parquet"))
+    if not paths:
+        raise FileNotFoundError(f"{pref_dir} has no preference pairs ({PAIRS_DIR}/*.parquet): run `javis preference`")
+    return paths
+
+
+def load_preference_rows(pref_dir: str | os.PathLike, pair_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """Pair rows in process (no Ray), sorted by pair id; only ``pair_ids`` when given."""
+    table = pq.read_table(preference_shards(pref_dir), columns=list(PREFERENCE_COLUMNS))
+    if pair_ids is not None:
+        table = table.filter(pc.is_in(table.column(PrefCol.PAIR_ID), pa.array(sorted(set(pair_ids)), pa.string())))
+    return table.sort_by(PrefCol.PAIR_ID).to_pylist()
+
+
+def preference_dataset(pref_dir: str | os.PathLike) -> Any:
+    """A ``ray.data.Dataset`` of pair rows (the columns of :data:`PREFERENCE_COLUMNS` only)."""
+    import ray
+
+    preference_shards(pref_dir)  # a clear error when there is nothing to read
+    return ray.data.read_parquet(str(Path(pref_dir) / PAIRS_DIR), file_extensions=["parquet"],
+                                 columns=list(PREFERENCE_COLUMNS))  # fmt: skip
+
+
+def collate_preference(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pair rows of one bucket -> ``{"video_w", "audio_w", "video_l", "audio_l": like video/audio,
+    "text", "text_mask", "ids": pair ids, "bucket"}`` (the ``collate_fn`` of the dpo stage)."""
+    if not rows:
+        raise ValueError("cannot collate an empty list of pairs")
+    buckets = {r[PrefCol.BUCKET] for r in rows}
+    if len(buckets) != 1:
+        raise ValueError(f"pairs from several buckets in one batch: {sorted(buckets)}")
+    batch: dict[str, Any] = {
+        "video_w": _stack(rows, PrefCol.WINNER_VIDEO), "audio_w": _stack(rows, PrefCol.WINNER_AUDIO),
+        "video_l": _stack(rows, PrefCol.LOSER_VIDEO), "audio_l": _stack(rows, PrefCol.LOSER_AUDIO),
+        "ids": [r[PrefCol.PAIR_ID] for r in rows], "bucket": rows[0][PrefCol.BUCKET],
+    }  # fmt: skip
+    for side in ("video", "audio"):
+        if batch[f"{side}_w"].shape != batch[f"{side}_l"].shape:
+            raise ValueError(f"winner and loser {side} latents differ in shape in bucket {batch['bucket']}")
+    batch["text"], batch["text_mask"] = _padded_states(rows, PrefCol.TEXT, PrefCol.TEXT_LEN)
+    return batch

@@ -28,6 +28,10 @@ memory cannot hold the 3.1B parameters plus AdamW state per rank (about 50 GB in
 tested here (no GPU), and its checkpoints gather full state dicts on rank 0. The Ray Dataset of
 latent rows is split across workers (``get_dataset_shard``) and repeated as epochs until ``steps``;
 every rank steps in lockstep (see :class:`ShardStream`).
+
+The JavisDiT++ stages ``audio-pp``, ``sft`` and ``dpo`` (``model/train_ditpp.py``: their models,
+objectives, data and input checks) run through the same loop, checkpoints, EMA and resume.
+This module is over 400 lines because the loop, its data stream and the driver belong together.
 """
 
 from __future__ import annotations
@@ -46,7 +50,9 @@ import torch
 from torch import nn
 
 from model import checkpoint as ckpt
-from model.data import iter_bucketed_batches, load_rows, rows_from_batches
+from model import train_ditpp as pp
+from model.data import collate, iter_bucketed_batches, load_rows, rows_from_batches
+from model.dpo import DEFAULT_BETA
 from model.ema import EMA
 from model.flow import training_loss
 from model.javisdit import STAGES, JavisDiT, freeze_for_stage, init_audio_from_video
@@ -71,8 +77,8 @@ PREVIOUS = {"audio": ("video",), "prior": ("audio", "joint", "video"), "joint": 
 class TrainConfig:
     """One training stage. ``data`` is a curated output folder holding ``latents/`` (``javis latents``)."""
 
-    stage: str  # video | audio | prior | joint
-    data: str  # curated output folder with latents/ (or the latents folder itself)
+    stage: str  # video | audio | prior | joint (JavisDiT) | audio-pp | sft | dpo (JavisDiT++)
+    data: str  # curated output folder with latents/ (or the latents folder itself); dpo: a preference folder
     output: str  # run folder: checkpoints land in <output>/checkpoint_<step>/
     preset: str = "tiny"  # model sizes: tiny | paper
     steps: int = 100  # total optimizer steps of the stage (a resumed run continues up to this)
@@ -97,10 +103,15 @@ class TrainConfig:
     ray_address: str | None = None  # Ray cluster to join; None starts (or reuses) a local Ray
     materialize: bool = True  # hold the latent rows in the object store (False: stream, for data > memory)
     shuffle_buffer: int = 256  # rows shuffled per worker and epoch, seeded by (seed, epoch, rank); 0: data order
+    wan_from: str | None = None  # audio-pp: a local diffusers Wan2.1 transformer folder (shared + video weights)
+    beta: float = DEFAULT_BETA  # dpo: the DPO temperature (model/dpo.py says why this default)
+    holdout_pairs: int | None = None  # dpo: pairs held back for the reward margin (None: 20 %, at least 1)
 
     def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise ValueError(f"unknown stage {self.stage!r}; choose one of {STAGES}")
+        if self.stage not in STAGES + pp.STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}; choose one of {STAGES + pp.STAGES}")
+        if self.beta <= 0:
+            raise ValueError(f"beta must be positive, got {self.beta}")
         if min(self.steps, self.batch_size, self.workers, self.log_every, self.checkpoint_every) < 1:
             raise ValueError("steps, batch_size, workers, log_every and checkpoint_every must be positive")
         if self.parallel not in ("ddp", "fsdp"):
@@ -110,7 +121,8 @@ class TrainConfig:
         if self.shuffle_buffer < 0:
             raise ValueError("shuffle_buffer must be >= 0")
         object.__setattr__(self, "betas", tuple(self.betas))
-        load_preset(self.preset)  # unknown preset -> ValueError now, not inside a worker
+        # unknown preset -> ValueError now, not inside a worker
+        pp.model_config(self.preset) if self.stage in pp.STAGES else load_preset(self.preset)
 
     @property
     def num_holdout_clips(self) -> int:
@@ -313,24 +325,28 @@ class ShardStream:
     split coordinator start each epoch for all shards at once. ``(epoch, batch_index)`` is the
     position: ``batch_index`` batches of ``epoch`` consumed; a stream built at a saved position
     replays and drops that many batches (Train's ingest preserves order and each epoch's shuffle is
-    seeded by ``(seed, epoch, rank)``, so they are the same ones).
+    seeded by ``(seed, epoch, rank)``, so they are usually the same ones). Ray's streaming split
+    hands blocks to whichever worker asks first, so under load a rank can get other rows than in
+    the saved run and the epoch can end before the saved position: the stream then goes on from
+    the start of the next epoch with a warning, rather than failing the resumed run.
     """
 
     def __init__(self, shard: Any, batch_size: int, device: torch.device, epoch: int = 0, batch_index: int = 0,
-                 *, shuffle_buffer: int = 0, seed: int = 0, rank: int = 0) -> None:
-        self.shard, self.batch_size, self.device = shard, batch_size, device
+                 *, shuffle_buffer: int = 0, seed: int = 0, rank: int = 0, collate_fn=collate) -> None:
+        self.shard, self.batch_size, self.device, self.collate_fn = shard, batch_size, device, collate_fn
         self.shuffle_buffer, self.seed, self.rank = shuffle_buffer, seed, rank
         self.epoch, self.batch_index = epoch, 0
         self._open()
         for _ in range(batch_index):
             self.next()
         if (self.epoch, self.batch_index) != (epoch, batch_index):
-            raise RuntimeError(f"could not restore the data position {(epoch, batch_index)}")
+            log.warning("the data position %s could not be replayed (the workers' shards differ from the saved "
+                        "run's): continuing at %s", (epoch, batch_index), (self.epoch, self.batch_index))
 
     def _open(self) -> None:
         rows = rows_from_batches(self.shard.iter_batches(batch_size=64, batch_format="pyarrow"))
         rows = shuffled(rows, self.shuffle_buffer, hash((self.seed, self.epoch, self.rank)))
-        self._batches = iter_bucketed_batches(rows, self.batch_size, drop_last=False)
+        self._batches = iter_bucketed_batches(rows, self.batch_size, drop_last=False, collate_fn=self.collate_fn)
 
     def next(self) -> dict[str, Any]:
         for _ in range(2):
@@ -394,8 +410,11 @@ def _train_loop(loop_config: dict[str, Any]) -> None:  # one per Ray Train worke
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    presets = load_preset(config.preset)
-    objective, extra = build_objective(config, presets)
+    if config.stage in pp.STAGES:
+        objective, extra = pp.build_objective(config)
+    else:
+        objective, extra = build_objective(config, load_preset(config.preset))
+    collate_fn = pp.collate_fn(config.stage)
     extra["encoders"] = loop_config["encoders"]  # which text encoders sampling needs
     progress = {"step": 0, "epoch": 0, "batch_index": 0}
     resume = ray.train.get_checkpoint()  # Ray restores the run folder's latest checkpoint on a rerun
@@ -424,9 +443,9 @@ def _train_loop(loop_config: dict[str, Any]) -> None:  # one per Ray Train worke
     mask_gen = torch.Generator().manual_seed(config.seed + rank + 1_000_003 * start)
     stream = ShardStream(ray.train.get_dataset_shard("train"), config.batch_size, device,
                          progress["epoch"], progress["batch_index"],
-                         shuffle_buffer=config.shuffle_buffer, seed=config.seed, rank=rank)
-    holdout = [b for b in iter_bucketed_batches(loop_config["holdout_rows"], config.batch_size, drop_last=False)] \
-        if loop_config["holdout_rows"] else []
+                         shuffle_buffer=config.shuffle_buffer, seed=config.seed, rank=rank, collate_fn=collate_fn)
+    holdout = list(iter_bucketed_batches(loop_config["holdout_rows"], config.batch_size, drop_last=False,
+                                         collate_fn=collate_fn))  # fmt: skip
     metrics: dict[str, Any] = {"stage": config.stage, "start_step": start, "start_epoch": progress["epoch"],
                                "start_batch_index": progress["batch_index"]}
     if holdout and rank == 0:
@@ -468,7 +487,8 @@ def _report(objective, optimizer, ema, progress, config, extra, rank, metrics, r
     if rank != 0:
         ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
         return
-    meta = {"stage": config.stage, "preset": config.preset, "encoders": extra["encoders"], **progress,
+    meta = {"stage": config.stage, "model": pp.MODEL if config.stage in pp.STAGES else "javisdit",
+            "preset": config.preset, "encoders": extra["encoders"], **progress,
             "losses": recent_losses, **{k: metrics[k] for k in ("margin_before", "margin_after") if k in metrics}}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt.save_checkpoint(tmp, state, meta)
@@ -508,7 +528,8 @@ def train(config: TrainConfig, resume: bool | None = None) -> dict[str, Any]:
     from ray.train import CheckpointConfig, DataConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    latents_dir = latents_folder(config.data)
+    ditpp = config.stage in pp.STAGES
+    latents_dir = pp.data_folder(config) if ditpp else latents_folder(config.data)  # dpo: the preference folder
     run_dir = Path(config.output).resolve()
     latest = ckpt.latest_checkpoint(run_dir)
     if latest is not None and resume is False:
@@ -528,12 +549,15 @@ def train(config: TrainConfig, resume: bool | None = None) -> dict[str, Any]:
     config = dataclasses.replace(
         config, data=str(Path(config.data).resolve()), output=str(run_dir),
         init_from=str(ckpt.resolve_checkpoint(config.init_from)) if config.init_from else None,
-        prior_from=str(ckpt.resolve_checkpoint(config.prior_from)) if config.prior_from else None)
-    check_inputs(config, latents_dir)
-    held = holdout_clip_ids(latents_dir, config.num_holdout_clips)
-    holdout_rows = []
-    if held:
-        holdout_rows = [r for r in load_rows(latents_dir, "pairs") if r[LatCol.CLIP_ID] in set(held)]
+        prior_from=str(ckpt.resolve_checkpoint(config.prior_from)) if config.prior_from else None,
+        wan_from=str(Path(config.wan_from).resolve()) if config.wan_from else None)
+    if ditpp:
+        pp.check_inputs(config, latents_dir)
+        held, holdout_rows = pp.holdout(config, latents_dir)
+    else:
+        check_inputs(config, latents_dir)
+        held = holdout_clip_ids(latents_dir, config.num_holdout_clips)
+        holdout_rows = [r for r in load_rows(latents_dir, "pairs") if r[LatCol.CLIP_ID] in set(held)] if held else []
 
     started = False
     if not ray.is_initialized():
@@ -549,13 +573,13 @@ def train(config: TrainConfig, resume: bool | None = None) -> dict[str, Any]:
         trainer = TorchTrainer(
             _train_loop,
             train_loop_config={"config": config.to_json(), "holdout_rows": holdout_rows,
-                               "encoders": _encoders_kind(latents_dir)},
+                               "encoders": pp.encoders_kind(config, latents_dir) if ditpp else _encoders_kind(latents_dir)},
             torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
             scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu,
                                          resources_per_worker=resources),
             run_config=RunConfig(name=run_dir.name, storage_path=str(run_dir.parent),
                                  checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints)),
-            datasets={"train": _dataset(config, latents_dir, held)},
+            datasets={"train": pp.dataset(config, latents_dir, held) if ditpp else _dataset(config, latents_dir, held)},
             dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest),
         )  # fmt: skip
         result = trainer.fit()
@@ -569,5 +593,5 @@ def train(config: TrainConfig, resume: bool | None = None) -> dict[str, Any]:
                "checkpoint": str(ckpt.latest_checkpoint(run_dir) or (result.checkpoint and result.checkpoint.path)),
                **{k: metrics[k] for k in ("margin_before", "margin_after", "start_step", "start_epoch",
                                            "start_batch_index", "epoch", "batch_index") if k in metrics},
-               "losses": losses, "holdout_clips": held}  # fmt: skip
+               "losses": losses, ("holdout_pairs" if config.stage == "dpo" else "holdout_clips"): held}  # fmt: skip
     return summary
