@@ -7,12 +7,14 @@ javis config [--preset NAME] [--json]           every config key, its value and 
 javis crawl --output DIR --set keywords.llm.model_path=... [--keywords-only]
 javis audit DIR [--json] [--items] [--clip ID | --source ID]
 javis report DIR [--dest DIR]                  a static HTML report: funnel, histograms, what-ifs, gallery
-javis latents OUT [--encoders tiny|production] [--preset tiny|paper] [--path key=value ...]
+javis latents OUT [--encoders tiny|production] [--preset tiny|paper|ditpp-tiny|ditpp-paper] [--path key=value ...]
 javis train video|audio|prior|joint --preset NAME --data OUT --output RUN_DIR [--steps N] [--workers N]
           [--batch-size N] [--init-from CKPT] [--gpu]
 javis sync-eval OUT [--backend av_align|javisscore ...] [--set av_sync.key=value] [--samples DIR] [--json]
-javis params prior|dit --preset NAME
+javis params prior|dit|ditpp --preset NAME [--stage STAGE]
 javis sample --checkpoint RUN_DIR --prompt TEXT --output FILE.mp4 [--preset tiny|paper] [-v]
+javis preference --checkpoint RUN_OR_CKPT (--data OUT | --prompts FILE) --output PREF [--candidates K]
+          [--steps N] [--cfg X] [--seed S] [--set key=value ...] [--gpus G] [--address ...] [-v]
 """
 
 from __future__ import annotations
@@ -344,25 +346,28 @@ def _key_values(pairs, what: str) -> dict[str, str]:
 @click.argument("output", type=click.Path(exists=True, file_okay=False))
 @click.option("--encoders", type=click.Choice(["tiny", "production"]), default="tiny", show_default=True,
               help="tiny: random seeded modules (smoke runs); production: local weights from --path.")
-@click.option("--preset", type=click.Choice(["tiny", "paper"]), default="tiny", show_default=True,
-              help="Latent sizes (model.spec): must match the preset you train with.")
+@click.option("--preset", type=click.Choice(["tiny", "paper", "ditpp-tiny", "ditpp-paper"]), default="tiny",
+              show_default=True, help="Latent sizes (model.spec): must match the preset you train with.")
 @click.option("--path", "paths", multiple=True, metavar="KEY=DIR",
-              help="Local weights for production encoders: t5, imagebind, imagebind_bpe, video_vae, audio_vae, vocoder.")
+              help="Local weights for production encoders: t5 or umt5, imagebind, imagebind_bpe, video_vae, audio_vae, "
+                   "vocoder.")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="Encoder actors.")
 @click.option("--gpus", type=float, default=0, show_default=True, help="GPUs per encoder actor.")
 @click.option("--address", default=None, help="Ray cluster to join. Default: start a local Ray.")
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 def latents(output, encoders, preset, paths, batch_size, workers, gpus, address, verbose) -> None:
-    """Precompute VAE latents and text states of OUTPUT (a curated folder) into OUTPUT/latents/."""
+    """Precompute VAE latents and text states of OUTPUT (a curated folder) into OUTPUT/latents/
+    (OUTPUT/latents-ditpp-tiny/ or OUTPUT/latents-ditpp-paper/ for the JavisDiT++ presets)."""
     import json
 
-    from model.latents import precompute_latents
+    from model.latents import latents_dir_name, precompute_latents
     from model.spec import latent_spec
 
     _setup_logging(verbose)
     try:
-        summary = precompute_latents(output, encoders=encoders, spec=latent_spec(preset),
+        summary = precompute_latents(output, Path(output) / latents_dir_name(preset), encoders=encoders,
+                                     spec=latent_spec(preset),
                                      encoder_paths=_key_values(paths, "--path"), batch_size=batch_size,
                                      num_workers=workers, num_gpus=gpus, ray_address=address)
     except (ValueError, FileNotFoundError) as e:
@@ -372,10 +377,10 @@ def latents(output, encoders, preset, paths, batch_size, workers, gpus, address,
 
 
 @main.command()
-@click.argument("stage", type=click.Choice(["video", "audio", "prior", "joint"]))
+@click.argument("stage", type=click.Choice(["video", "audio", "prior", "joint", "audio-pp", "sft", "dpo"]))
 @click.option("--preset", default="tiny", show_default=True, help="Model sizes: tiny | paper.")
 @click.option("--data", required=True, type=click.Path(exists=True, file_okay=False),
-              help="Curated output folder with latents/ (javis latents).")
+              help="Curated output folder with latents (javis latents); dpo: a preference folder (javis preference).")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
               help="Run folder; rerunning resumes from its latest checkpoint.")
 @click.option("--steps", type=int, default=100, show_default=True, help="Total steps of the stage.")
@@ -384,6 +389,10 @@ def latents(output, encoders, preset, paths, batch_size, workers, gpus, address,
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--init-from", default=None, help="Checkpoint (or run folder) of the previous stage.")
 @click.option("--prior-from", default=None, help="joint: ST-Prior checkpoint if --init-from is not a prior one.")
+@click.option("--wan-from", default=None, type=click.Path(exists=True, file_okay=False),
+              help="audio-pp: local diffusers Wan2.1 transformer folder for the shared and video layers.")
+@click.option("--beta", type=float, default=None, help="dpo: DPO temperature beta (default 5000, see model/dpo.py).")
+@click.option("--holdout-pairs", type=int, default=None, help="dpo: pairs held back for the margin (default 20%).")
 @click.option("--checkpoint-every", type=int, default=1000, show_default=True)
 @click.option("--log-every", type=int, default=10, show_default=True)
 @click.option("--cpus-per-worker", type=float, default=1.0, show_default=True)
@@ -392,9 +401,12 @@ def latents(output, encoders, preset, paths, batch_size, workers, gpus, address,
 @click.option("--fsdp", is_flag=True, help="FSDP instead of DDP (paper sizes on small GPUs; untested).")
 @click.option("--address", default=None, help="Ray cluster to join. Default: start a local Ray.")
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
-def train(stage, preset, data, output, steps, workers, batch_size, lr, init_from, prior_from, checkpoint_every,
-          log_every, cpus_per_worker, seed, gpu, fsdp, address, verbose) -> None:  # fmt: skip
-    """Train one STAGE on Ray Train; prints the loss as it goes and ends with a JSON line."""
+def train(stage, preset, data, output, steps, workers, batch_size, lr, init_from, prior_from, wan_from, beta,
+          holdout_pairs, checkpoint_every, log_every, cpus_per_worker, seed, gpu, fsdp, address, verbose) -> None:  # fmt: skip
+    """Train one STAGE on Ray Train; prints the loss as it goes and ends with a JSON line.
+
+    JavisDiT: video -> audio -> prior -> joint. JavisDiT++ (latents made with --preset ditpp-*):
+    audio-pp -> sft (LoRA) -> dpo (on `javis preference` pairs; the line adds the reward margin)."""
     import json
 
     from model.train import TrainConfig
@@ -405,7 +417,8 @@ def train(stage, preset, data, output, steps, workers, batch_size, lr, init_from
         config = TrainConfig(stage=stage, data=data, output=output, preset=preset, steps=steps, batch_size=batch_size,
                              lr=lr, workers=workers, use_gpu=gpu, cpus_per_worker=cpus_per_worker, seed=seed,
                              parallel="fsdp" if fsdp else "ddp", checkpoint_every=checkpoint_every,
-                             log_every=log_every, init_from=init_from, prior_from=prior_from, ray_address=address)
+                             log_every=log_every, init_from=init_from, prior_from=prior_from, ray_address=address,
+                             wan_from=wan_from, holdout_pairs=holdout_pairs, **({} if beta is None else {"beta": beta}))
         summary = run_train(config)
     except (ValueError, FileNotFoundError) as e:
         raise _user_error(e, verbose) from e
@@ -414,10 +427,11 @@ def train(stage, preset, data, output, steps, workers, batch_size, lr, init_from
 
 
 @main.command()
-@click.argument("kind", type=click.Choice(["prior", "dit"]))
+@click.argument("kind", type=click.Choice(["prior", "dit", "ditpp"]))
 @click.option("--preset", default="paper", show_default=True, help="tiny | paper.")
-@click.option("--stage", default=None, type=click.Choice(["video", "audio", "prior", "joint"]),
-              help="dit: count the parameters this stage trains as 'trainable'.")
+@click.option("--stage", default=None,
+              type=click.Choice(["video", "audio", "prior", "joint", "audio-pp", "sft", "dpo"]),
+              help="dit (video|audio|prior|joint), ditpp (audio-pp|sft|dpo): count what this stage trains as 'trainable'.")
 def params(kind, preset, stage) -> None:
     """Total and trainable parameter counts (built on the meta device: instant for the paper sizes)."""
     import json
@@ -425,7 +439,7 @@ def params(kind, preset, stage) -> None:
     from model.params import count_parameters
 
     try:
-        click.echo(json.dumps(count_parameters(kind, preset, stage if kind == "dit" else None)))
+        click.echo(json.dumps(count_parameters(kind, preset, stage if kind in ("dit", "ditpp") else None)))
     except ValueError as e:
         raise click.ClickException(str(e)) from e
 
@@ -470,6 +484,54 @@ def sample(checkpoint, prompt, output, steps, cfg, seed, duration_s, resolution,
     except (ValueError, FileNotFoundError) as e:
         raise _user_error(e, verbose) from e
     click.echo(json.dumps(summary))
+
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(exists=True), help="Checkpoint or run folder.")
+@click.option("--data", default=None, type=click.Path(exists=True, file_okay=False),
+              help="A curated run: its accepted clips' captions are the prompts.")
+@click.option("--prompts", "prompts_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="A text file, one prompt per line.")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="New preference folder (PREF); an existing non-empty one is refused.")
+@click.option("--candidates", type=int, default=4, show_default=True, help="Candidates generated per prompt (K).")
+@click.option("--steps", type=int, default=30, show_default=True, help="Euler steps.")
+@click.option("--cfg", type=float, default=7.0, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Run seed (candidate seeds derive from it).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="e.g. --set rewards.sync=[javisscore] --set rewards.imagebind_weights=PATH "
+                   "--set ranking.better_margin=0.8 --set num_frames=16. Repeatable.")  # fmt: skip
+@click.option("--path", "paths", multiple=True, metavar="KEY=DIR", help="Local weights for production encoders.")
+@click.option("--gpus", type=float, default=0, show_default=True, help="GPUs per generation actor.")
+@click.option("--address", default=None, help="Ray cluster to join. Default: start a local Ray.")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level; tracebacks of errors.")
+def preference(checkpoint, data, prompts_file, output, candidates, steps, cfg, seed, overrides, paths, gpus, address,
+               verbose) -> None:  # fmt: skip
+    """Generate K candidates per prompt, score them with reward models, and write modality-aware
+    preference pairs (Parquet) with a ledger of every candidate and decision."""
+    import json
+
+    from pipeline.config import _deep_merge, build_dataclass, parse_override
+    from pipeline.preference import PreferenceConfig, run_preference
+
+    _setup_logging(verbose)
+    values = dataclasses.asdict(PreferenceConfig())
+    values.update(num_candidates=candidates, steps=steps, cfg=cfg, seed=seed, num_gpus=gpus)
+    try:
+        if data is None and prompts_file is None:
+            raise ValueError("give the prompts: --data OUT (a curated run) or --prompts FILE")
+        for text in overrides:
+            values = _deep_merge(values, parse_override(f"preference.{text}")["preference"])
+        config = build_dataclass(PreferenceConfig, values, "preference")
+        manifest = run_preference(checkpoint, output, config, data=data, prompts_file=prompts_file,
+                                  encoder_paths=_key_values(paths, "--path"), ray_address=address)  # fmt: skip
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        raise _user_error(e, verbose) from e
+    click.echo(json.dumps(manifest["counts"], sort_keys=True))
+    for modality, why in manifest["rewards"]["unscored_modalities"].items():
+        click.echo(f"{modality}: not scored ({why})")
+    click.echo(f"outputs in {output} (pairs/, candidates.parquet, decisions.parquet, prompts.parquet, manifest.json)")
 
 
 if __name__ == "__main__":
