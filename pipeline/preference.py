@@ -112,7 +112,11 @@ def read_prompts(data: str | os.PathLike | None, prompts_file: str | os.PathLike
         if text and text not in seen:
             seen[text] = {"prompt_id": prompt_id(text), "prompt": text, "source": source}
     if not seen:
-        raise ValueError(f"no prompts in {prompts_file or data}")
+        if prompts_file is not None:
+            raise ValueError(f"no prompts in {prompts_file}: it has no non-empty line")
+        raise ValueError(f"no prompts in {data}: its accepted clips have no caption ({column}) and no source "
+                         "title (captions come from `javis run --preset annotate`); pass --prompts FILE, one "
+                         "prompt per line")  # fmt: skip
     return list(seen.values())
 
 
