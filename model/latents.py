@@ -143,6 +143,14 @@ def with_spec_defaults(spec_json: dict[str, Any] | None) -> dict[str, Any] | Non
     return {**defaults, **spec_json}
 
 
+def made_with_spec(latents_dir: str | os.PathLike) -> str | None:
+    """The name of the spec (``model.spec.SPECS``) a latents folder's manifest records, or None
+    (no manifest, or a spec no preset has). Manifests older than a spec field count as its default."""
+    manifest = Path(latents_dir) / MANIFEST
+    spec = with_spec_defaults(json.loads(manifest.read_text()).get("spec")) if manifest.is_file() else None
+    return next((name for name, s in SPECS.items() if json.loads(json.dumps(dataclasses.asdict(s))) == spec), None)
+
+
 def bucket_key(height: int, width: int, frames: int) -> str:
     return f"{height}x{width}x{frames}"
 

@@ -160,12 +160,13 @@ def check_inputs(config: TrainConfig, latents_dir: Path) -> None:
     for another preset, a prior stage without negatives, checkpoints of another preset."""
     import pyarrow.parquet as pq
 
-    from model.latents import MANIFEST, latent_shards
-    from model.spec import SPECS
+    from model.latents import latent_shards, made_with_spec
 
-    manifest = latents_dir / MANIFEST
-    spec = json.loads(manifest.read_text()).get("spec") if manifest.is_file() else None
-    made = next((name for name, s in SPECS.items() if json.loads(json.dumps(dataclasses.asdict(s))) == spec), None)
+    made = made_with_spec(latents_dir)
+    if made is not None and made.startswith("ditpp-"):
+        raise ValueError(f"the latents in {latents_dir} were made for JavisDiT++ ({made}): train them with the "
+                         f"audio-pp, sft and dpo stages, or make JavisDiT latents with `javis latents --preset "
+                         f"{config.preset}`")  # fmt: skip
     if made is not None and made != config.preset:
         raise ValueError(f"the latents in {latents_dir} were made for preset {made}, --preset {config.preset} "
                          f"given: train with --preset {made}, or make latents with `javis latents --preset "

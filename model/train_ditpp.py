@@ -25,7 +25,6 @@ Everything here is called from ``model/train.py``; this module never imports Ray
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import logging
@@ -86,12 +85,9 @@ def data_folder(config) -> Path:
 
 
 def _latents_spec_name(latents_dir: Path) -> str | None:
-    from model.latents import MANIFEST
-    from model.spec import SPECS
+    from model.latents import made_with_spec
 
-    manifest = latents_dir / MANIFEST
-    spec = json.loads(manifest.read_text()).get("spec") if manifest.is_file() else None
-    return next((n for n, s in SPECS.items() if json.loads(json.dumps(dataclasses.asdict(s))) == spec), None)
+    return made_with_spec(latents_dir)
 
 
 def check_inputs(config, data_dir: Path) -> None:

@@ -101,6 +101,32 @@ def test_missing_latents_say_how_to_make_them(tmp_path):
         TrainConfig(stage="pretrain", data="d", output="o")
 
 
+def test_latents_of_another_spec_are_refused_and_old_manifests_still_match(tmp_path):
+    """A manifest written before the JavisDiT++ spec fields existed still names its preset (the
+    fields count as their defaults); JavisDiT++ latents are refused by the JavisDiT stages."""
+    import dataclasses
+    import json
+
+    from model.latents import made_with_spec
+    from model.spec import latent_spec
+    from model.train import check_inputs
+
+    def folder(name: str, spec: dict) -> Path:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text(json.dumps({"spec": spec}))
+        return tmp_path / name
+
+    old = dataclasses.asdict(latent_spec("paper"))
+    del old["video_vae"], old["text_encoder"]
+    old_paper = folder("old", old)
+    assert made_with_spec(old_paper) == "paper"
+    with pytest.raises(ValueError, match="made for preset paper, --preset tiny given"):
+        check_inputs(TrainConfig(stage="video", data=str(old_paper), output="o"), old_paper)
+    ditpp = folder("ditpp", dataclasses.asdict(latent_spec("ditpp-tiny")))
+    with pytest.raises(ValueError, match="made for JavisDiT\\+\\+ \\(ditpp-tiny\\): train them with the audio-pp"):
+        check_inputs(TrainConfig(stage="video", data=str(ditpp), output="o"), ditpp)
+
+
 @pytest.mark.slow
 def test_stages_start_from_the_previous_checkpoint_and_train_only_their_parameters(stage_runs):
     video, audio, joint = (ckpt.load_weights(stage_runs["dirs"][s])["dit"] for s in ("video", "audio", "joint"))
