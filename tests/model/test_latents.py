@@ -165,7 +165,8 @@ def test_ditpp_tiny_latents_through_the_cli_load_and_collate(curated):
     summary = json.loads(result.output.strip().splitlines()[-1])
     folder = out / "latents-ditpp-tiny"
     assert summary["output_dir"] == str(folder) and summary["failed"] == summaries["again"]["failed"]
-    assert summary["encoded"] == summary["inputs"] - summary["failed"]
+    # the training tests' fixture may have made these latents in the shared folder first
+    assert summary["encoded"] + summary["skipped_done"] == summary["inputs"] - summary["failed"]
     assert sorted(p.name for p in latent_shards(out / LATENTS_DIR)) == old  # JavisDiT's latents untouched
     rows = load_rows(folder)
     by_bucket: dict[str, list] = {}
