@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from model.javisdit import GuidedDiT, _heads, _merge, attend, row_timesteps
+from model.javisdit import GuidedDiT, _heads, _merge, attend, pad_to_patch, row_timesteps, unpatchify
 from model.lora import LORA_MARKER, apply_lora, has_lora_keys, lora_parameters
 from model.spec import DITPP_PAPER, DITPP_TINY, LatentSpec
 from model.ta_rope import (
@@ -318,20 +318,6 @@ class JavisDiTPP(GuidedDiT):
 
     # -- tokens
 
-    @staticmethod
-    def _pad(x: torch.Tensor, patch: tuple[int, ...]) -> torch.Tensor:
-        pads = [(-size) % p for size, p in zip(x.shape[2:], patch)]
-        return F.pad(x, [amount for pad in reversed(pads) for amount in (0, pad)]) if any(pads) else x
-
-    @staticmethod
-    def _unpatchify(out: torch.Tensor, grid: tuple[int, ...], patch: tuple[int, ...], shape) -> torch.Tensor:
-        """``(B, prod(grid), prod(patch) * C)`` -> ``(B, C, *grid * patch)`` cropped to ``shape``."""
-        b, channels, ndim = out.shape[0], shape[1], len(grid)
-        out = out.reshape(b, *grid, *patch, channels)
-        order = [0, 2 * ndim + 1] + [axis for i in range(ndim) for axis in (1 + i, 1 + ndim + i)]
-        out = out.permute(order).reshape(b, channels, *(g * p for g, p in zip(grid, patch)))
-        return out[(slice(None), slice(None), *(slice(0, size) for size in shape[2:]))]
-
     def _segment(self, name: str, tokens: torch.Tensor, rows: int, t_rows: torch.Tensor, dtype) -> Segment:
         b = t_rows.shape[0]
         feats = timestep_features(t_rows.reshape(-1) * self.config.timestep_scale, self.config.freq_dim)
@@ -360,14 +346,14 @@ class JavisDiTPP(GuidedDiT):
 
         tokens, segments, ids, grids = [], [], [], {}
         if video is not None:
-            h = self.video_embed(self._pad(video.to(dtype), cfg.video_patch))  # (B, C, T', H', W')
+            h = self.video_embed(pad_to_patch(video.to(dtype), cfg.video_patch))  # (B, C, T', H', W')
             grids["video"] = tuple(h.shape[2:])
             tokens.append(h.flatten(2).transpose(1, 2))  # (B, Lv, C)
             t_rows = row_timesteps(t_video, video_mask, video.shape[2], cfg.video_patch[0], ref.device)  # (B, T')
             segments.append(self._segment("video", tokens[-1], grids["video"][0], t_rows, dtype))
             ids.append(video_position_ids(*grids["video"], device=ref.device))
         if audio is not None:
-            h = self.audio_embed(self._pad(audio.to(dtype), cfg.audio_patch))  # (B, C, R, F')
+            h = self.audio_embed(pad_to_patch(audio.to(dtype), cfg.audio_patch))  # (B, C, R, F')
             grids["audio"] = tuple(h.shape[2:])
             tokens.append(h.flatten(2).transpose(1, 2))  # (B, La, C)
             t_rows = row_timesteps(t_audio, audio_mask, audio.shape[2], cfg.audio_patch[0], ref.device)  # (B, R)
@@ -388,7 +374,7 @@ class JavisDiTPP(GuidedDiT):
             head, patch = (self.video_head, cfg.video_patch) if s.name == "video" else (self.audio_head, cfg.audio_patch)
             source = video if s.name == "video" else audio
             out = head(part, s.t_emb).flatten(1, 2)  # (B, L_m, prod(patch) * C_m)
-            outs[s.name] = self._unpatchify(out, grids[s.name], patch, source.shape)
+            outs[s.name] = unpatchify(out, grids[s.name], patch, source.shape)
         return outs.get("video"), outs.get("audio")
 
     def _audio_ids(self, audio_frames: int, audio_grid, video_frames: int | None, video_grid, device) -> torch.Tensor:

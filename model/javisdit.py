@@ -176,6 +176,22 @@ def row_timesteps(t: torch.Tensor, mask: torch.Tensor | None, num_frames: int, p
     return t.reshape(t.shape[0], -1, patch_t).mean(dim=-1)
 
 
+def pad_to_patch(x: torch.Tensor, patch: tuple[int, ...]) -> torch.Tensor:
+    """Zero-pad the trailing ``len(patch)`` axes of a latent ``(B, C, ...)`` up to multiples of ``patch``."""
+    pads = [(-size) % p for size, p in zip(x.shape[2:], patch)]
+    return F.pad(x, [amount for pad in reversed(pads) for amount in (0, pad)]) if any(pads) else x
+
+
+def unpatchify(out: torch.Tensor, grid: tuple[int, ...], patch: tuple[int, ...], shape) -> torch.Tensor:
+    """Per-token patch values ``(B, *grid or prod(grid), prod(patch) * C)`` -> a latent ``(B, C,
+    *grid * patch)`` cropped to ``shape`` (the padding of :func:`pad_to_patch` removed)."""
+    b, channels, ndim = out.shape[0], shape[1], len(grid)  # ndim: 3 (video) or 2 (audio)
+    out = out.reshape(b, *grid, *patch, channels)
+    order = [0, 2 * ndim + 1] + [axis for i in range(ndim) for axis in (1 + i, 1 + ndim + i)]
+    out = out.permute(order).reshape(b, channels, *(g * p for g, p in zip(grid, patch)))
+    return out[(slice(None), slice(None), *(slice(0, size) for size in shape[2:]))]
+
+
 # ---------------------------------------------------------------- conditioning embedders
 
 
@@ -303,9 +319,7 @@ class Branch(nn.Module):
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
         """Latent -> tokens ``(B, T', S', C)`` with position embedding; returns the padded grid."""
-        pads = [(-size) % p for size, p in zip(x.shape[2:], self.patch)]
-        x = F.pad(x, [amount for pad in reversed(pads) for amount in (0, pad)])
-        h = self.patch_embed(x)  # (B, C, T', *space)
+        h = self.patch_embed(pad_to_patch(x, self.patch))  # (B, C, T', *space)
         grid = tuple(h.shape[2:])
         h = h.flatten(3).transpose(1, 2).transpose(2, 3)  # (B, T', S', C)
         dim = h.shape[-1]
@@ -317,13 +331,7 @@ class Branch(nn.Module):
 
     def unembed(self, h: torch.Tensor, t_emb: torch.Tensor, grid: tuple[int, ...], shape) -> torch.Tensor:
         """Tokens ``(B, T', S', C)`` -> velocity in latent shape ``shape`` (padding cropped)."""
-        out = self.final(h, t_emb)  # (B, T', S', prod(patch) * C_out)
-        b, channels = out.shape[0], shape[1]
-        out = out.view(b, *grid, *self.patch, channels)
-        ndim = len(grid)  # 3 (video) or 2 (audio)
-        order = [0, 2 * ndim + 1] + [axis for i in range(ndim) for axis in (1 + i, 1 + ndim + i)]
-        out = out.permute(order).reshape(b, channels, *(g * p for g, p in zip(grid, self.patch)))
-        return out[(slice(None), slice(None), *(slice(0, size) for size in shape[2:]))]
+        return unpatchify(self.final(h, t_emb), grid, self.patch, shape)  # final: (B, T', S', prod(patch) * C_out)
 
 
 # ---------------------------------------------------------------- the model
