@@ -37,27 +37,29 @@ from torch import nn
 
 from model import checkpoint as ckpt
 from model.data import collate, collate_preference, load_preference_rows, preference_shards
+from model.ditpp import (
+    CHECKPOINT_MODEL,
+    DITPP_STAGES,
+    JavisDiTPP,
+    ditpp_from_state_dict,
+    ditpp_preset,
+    freeze_for_ditpp_stage,
+    load_wan_transformer,
+)
 from model.dpo import DPOObjective
 from model.flow import training_loss
 from schemas.preference import MANIFEST_FILE, PrefCol
 
 log = logging.getLogger(__name__)
 
-STAGES = ("audio-pp", "sft", "dpo")  # model.ditpp.DITPP_STAGES (a test checks they agree)
+STAGES = DITPP_STAGES
 PREVIOUS = {"audio-pp": (), "sft": ("audio-pp",), "dpo": ("sft",)}  # a stage may also continue itself
-MODEL = "ditpp"  # meta.json "model" of every checkpoint these stages write
+MODEL = CHECKPOINT_MODEL
 HOLDOUT_FRACTION = 0.2  # dpo: pairs held back when holdout_pairs is None (at least one)
 
 
 def spec_name(preset: str) -> str:
     return f"ditpp-{preset}"
-
-
-def model_config(preset: str):
-    """``DiTPPConfig`` of a preset name (``tiny`` | ``paper``); ValueError for an unknown one."""
-    from model.ditpp import ditpp_preset
-
-    return ditpp_preset(preset)
 
 
 # ---------------------------------------------------------------- inputs
@@ -84,20 +86,16 @@ def data_folder(config) -> Path:
     raise FileNotFoundError(f"{data} has no {name} latents: run `javis latents {data} --preset {name}` first")
 
 
-def _latents_spec_name(latents_dir: Path) -> str | None:
-    from model.latents import made_with_spec
-
-    return made_with_spec(latents_dir)
-
-
 def check_inputs(config, data_dir: Path) -> None:
     """User mistakes, as ValueErrors, before any worker starts: latents or pairs of another spec,
     a missing or wrong previous-stage checkpoint, a preset mismatch."""
+    from model.latents import made_with_spec
+
     want = spec_name(config.preset)
     if config.stage == "dpo":
         _check_pairs(data_dir, want)
     else:
-        made = _latents_spec_name(data_dir)
+        made = made_with_spec(data_dir)
         if made is not None and made != want:
             raise ValueError(f"the latents in {data_dir} were made for spec {made}; the {config.stage} stage with "
                              f"--preset {config.preset} needs `javis latents --preset {want}`")  # fmt: skip
@@ -117,18 +115,26 @@ def check_inputs(config, data_dir: Path) -> None:
 
 
 def _check_pairs(pref_dir: Path, want: str) -> None:
-    """The pairs' latents must fit the model: the manifest's spec name when it gives one, and the
-    first pair's tensor shapes (video channels, text width) always."""
-    from model.spec import SPECS, latent_spec
+    """The pairs' latents must fit the model: the spec ``javis preference`` recorded in the
+    manifest (``latent_spec``), and the first pair's tensor shapes (video channels, text width),
+    read from the shape columns alone."""
+    import pyarrow.parquet as pq
+
+    from model.spec import latent_spec
+    from schemas.latents import shape_column
 
     manifest = pref_dir / MANIFEST_FILE
-    meta = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    named = [v for k in ("spec", "spec_name", "latent_spec") if isinstance(v := meta.get(k), str) and v in SPECS]
-    if named and named[0] != want:
-        raise ValueError(f"the preference pairs in {pref_dir} hold {named[0]} latents, --preset needs {want}")
+    named = json.loads(manifest.read_text()).get("latent_spec") if manifest.is_file() else None
+    if named is not None and named != want:
+        raise ValueError(f"the preference pairs in {pref_dir} hold {named} latents, --preset needs {want}")
     spec = latent_spec(want)
-    row = load_preference_rows(pref_dir)[0]
-    channels, text_dim = row[PrefCol.WINNER_VIDEO + "_shape"][0], row[PrefCol.TEXT + "_shape"][-1]
+    columns = [shape_column(PrefCol.WINNER_VIDEO), shape_column(PrefCol.TEXT)]
+    shapes = pq.read_table(preference_shards(pref_dir), columns=columns)
+    if shapes.num_rows == 0:
+        raise ValueError(f"{pref_dir} holds no preference pairs: `javis preference` formed none (its decisions.parquet "
+                         "says why; candidates of a barely trained model may need lower ranking.* margins)")
+    row = shapes.slice(0, 1).to_pylist()[0]
+    channels, text_dim = row[columns[0]][0], row[columns[1]][-1]
     if (channels, text_dim) != (spec.video_channels, spec.text_dim):
         raise ValueError(f"the preference pairs in {pref_dir} have {channels} video channels and text width "
                          f"{text_dim}; {want} needs {spec.video_channels} and {spec.text_dim}")  # fmt: skip
@@ -212,10 +218,8 @@ def _weights(path: str, ema: bool) -> dict[str, torch.Tensor]:
 def build_objective(config) -> tuple[nn.Module, dict[str, Any]]:
     """The stage's objective, with weights from ``init_from`` / ``wan_from``; seeded by
     ``config.seed`` so every rank builds the same. Returns it and the checkpoint extras."""
-    from model.ditpp import JavisDiTPP, ditpp_from_state_dict, freeze_for_ditpp_stage, load_wan_transformer
-
     torch.manual_seed(config.seed)
-    cfg = model_config(config.preset)
+    cfg = ditpp_preset(config.preset)
     if config.init_from:
         dit = ditpp_from_state_dict(cfg, _weights(config.init_from, ema=config.stage == "dpo"))
     else:

@@ -56,7 +56,7 @@ def write_preference_pairs(latents_dir: Path, pref_dir: Path) -> int:
         rows.append(row)
     (pref_dir / PAIRS_DIR).mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA), pref_dir / PAIRS_DIR / "shard-00000.parquet")
-    (pref_dir / "manifest.json").write_text(json.dumps({"spec": "ditpp-tiny", "preset": "tiny", "pairs": len(rows)}))
+    (pref_dir / "manifest.json").write_text(json.dumps({"latent_spec": "ditpp-tiny", "preset": "tiny", "pairs": len(rows)}))
     return len(rows)
 
 
@@ -301,6 +301,29 @@ def test_user_mistakes_are_one_line_errors(tmp_path):
         code, output = _train_cli(*args, "--output", out)
         lines = [line for line in output.splitlines() if line.startswith("Error")]
         assert code == 1 and len(lines) == 1 and message in lines[0], (args, output)
+
+
+def test_preference_folders_without_pairs_or_of_another_spec_are_one_line_errors(tmp_path):
+    from schemas.latents import pack_tensor
+
+    audio_pp = _fake_checkpoint(tmp_path / "audio_pp", stage="sft", model="ditpp")
+    empty = tmp_path / "empty"  # javis preference writes an empty shard when no pair forms
+    (empty / PAIRS_DIR).mkdir(parents=True)
+    pq.write_table(PAIR_SCHEMA.empty_table(), empty / PAIRS_DIR / "shard-00000.parquet")
+    other = tmp_path / "other"  # pairs sampled by a JavisDiT (4-channel) checkpoint
+    (other / PAIRS_DIR).mkdir(parents=True)
+    row = {PrefCol.PAIR_ID: "a>b", **pack_tensor(PrefCol.WINNER_VIDEO, torch.zeros(4, 1, 2, 2).numpy()),
+           **pack_tensor(PrefCol.TEXT, torch.zeros(3, 32).numpy())}
+    pq.write_table(pa.Table.from_pylist([row], schema=PAIR_SCHEMA), other / PAIRS_DIR / "shard-00000.parquet")
+    named = tmp_path / "named"
+    (named / PAIRS_DIR).mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist([row], schema=PAIR_SCHEMA), named / PAIRS_DIR / "shard-00000.parquet")
+    (named / "manifest.json").write_text(json.dumps({"latent_spec": "tiny"}))
+    for data, message in ((empty, "holds no preference pairs"), (other, "have 4 video channels"),
+                          (named, "hold tiny latents, --preset needs ditpp-tiny")):
+        code, output = _train_cli("dpo", "--data", data, "--init-from", audio_pp, "--output", tmp_path / "run")
+        lines = [line for line in output.splitlines() if line.startswith("Error")]
+        assert code == 1 and len(lines) == 1 and message in lines[0], (data, output)
 
 
 def test_held_back_pairs_are_chosen_by_a_stable_hash(tmp_path):
