@@ -62,6 +62,7 @@ from model.ta_rope import (
 )
 
 DITPP_STAGES = ("audio-pp", "sft", "dpo")
+CHECKPOINT_MODEL = "ditpp"  # meta.json "model" of the checkpoints these stages write
 # the shared attention projections: what Stage B's LoRA adapts
 LORA_TARGETS = tuple(f"{attn}.{proj}" for attn in ("self_attn", "cross_attn") for proj in ("q", "k", "v", "out"))
 # "audio bridge layers" trained in audio-pp: everything only audio tokens pass through

@@ -130,7 +130,8 @@ def default_buckets(spec: LatentSpec) -> Buckets:
     return {DITPP_TINY: DITPP_TINY_BUCKETS, DITPP_PAPER: DITPP_PAPER_BUCKETS}.get(spec, PAPER_BUCKETS)
 
 
-def _spec_name(spec: LatentSpec) -> str | None:
+def name_of_spec(spec: LatentSpec) -> str | None:
+    """The ``model.spec.SPECS`` name of ``spec`` (None: a spec no preset has)."""
     return next((name for name, known in SPECS.items() if known == spec), None)
 
 
@@ -394,7 +395,7 @@ def precompute_latents(
         )
     data_dir = Path(data_dir).resolve()
     require_run(str(data_dir))
-    name = _spec_name(spec)
+    name = name_of_spec(spec)
     output_dir = Path(output_dir).resolve() if output_dir else data_dir / (latents_dir_name(name) if name else LATENTS_DIR)
     buckets = buckets or default_buckets(spec)
     buckets.check(spec)

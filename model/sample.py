@@ -32,11 +32,10 @@ import numpy as np
 import torch
 
 from model import checkpoint as ckpt
+from model.ditpp import CHECKPOINT_MODEL, DITPP_STAGES, ditpp_from_state_dict, ditpp_preset
 from model.encoders import build_encoders
 from model.flow import euler_sample
-from model.latents import default_buckets
-
-DITPP_MODEL = "ditpp"  # meta.json "model" of a JavisDiT++ checkpoint
+from model.latents import default_buckets, name_of_spec
 
 
 def _load(module: torch.nn.Module, weights: dict | None, ema: dict | None, use_ema: bool) -> None:
@@ -91,20 +90,7 @@ def _check_device(device: str) -> None:
 
 def is_ditpp(loaded: Mapping[str, Any]) -> bool:
     """A JavisDiT++ checkpoint: its meta says so, or its stage is one of JavisDiT++'s."""
-    if ckpt.read_meta(loaded["path"]).get("model") == DITPP_MODEL:
-        return True
-    if loaded["stage"] in ("video", "audio", "prior", "joint"):  # JavisDiT's stages (model/train.py)
-        return False
-    from model.ditpp import DITPP_STAGES
-
-    return loaded["stage"] in DITPP_STAGES
-
-
-def _ditpp_config(name: str) -> Any:
-    """The DiTPPConfig of JavisDiT++ preset ``name`` (``tiny`` | ``paper``; its spec is ``ditpp-<name>``)."""
-    from model.ditpp import ditpp_preset
-
-    return ditpp_preset(name)
+    return ckpt.read_meta(loaded["path"]).get("model") == CHECKPOINT_MODEL or loaded["stage"] in DITPP_STAGES
 
 
 class Generator:
@@ -131,9 +117,7 @@ class Generator:
         if self.model_kind == "javisdit++":
             if prior_checkpoint:
                 raise ValueError("JavisDiT++ has no ST-Prior: --prior-checkpoint does not apply")
-            from model.ditpp import ditpp_from_state_dict
-
-            config = _ditpp_config(self.preset)
+            config = ditpp_preset(self.preset)
             self.dit = ditpp_from_state_dict(config, loaded["dit"])
             _load(self.dit, None, loaded.get("dit_ema"), use_ema)
         else:
@@ -163,11 +147,8 @@ class Generator:
         return dit, presets.dit
 
     def describe(self) -> dict[str, Any]:
-        from model.spec import SPECS
-
-        spec_name = next((name for name, known in SPECS.items() if known == self.spec), None)
         return {"checkpoint": self.checkpoint, "stage": self.stage, "preset": self.preset, "model": self.model_kind,
-                "latent_spec": spec_name, "encoders": self.encoder_kind, "prior": self.estimator is not None}  # fmt: skip
+                "latent_spec": name_of_spec(self.spec), "encoders": self.encoder_kind, "prior": self.estimator is not None}  # fmt: skip
 
     def shape(self, num_frames: int | None = None, resolution: tuple[int, int] | None = None,
               duration_s: float | None = None) -> tuple[int, int, int]:  # fmt: skip

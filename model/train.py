@@ -122,7 +122,7 @@ class TrainConfig:
             raise ValueError("shuffle_buffer must be >= 0")
         object.__setattr__(self, "betas", tuple(self.betas))
         # unknown preset -> ValueError now, not inside a worker
-        pp.model_config(self.preset) if self.stage in pp.STAGES else load_preset(self.preset)
+        pp.ditpp_preset(self.preset) if self.stage in pp.STAGES else load_preset(self.preset)
 
     @property
     def num_holdout_clips(self) -> int:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipeline.preference_rank import NORMALISATION, PromptRanking, RewardSpec, rank_prompt
 from schemas.latents import pack_tensor
@@ -34,18 +32,23 @@ from schemas.preference import (
     PromptCol,
 )  # fmt: skip
 from stages.rewards import BACKENDS, MODALITIES, RESOLUTION
+from stages.storage import Storage
 
 _SCORE_COLUMN = {"audio": CandCol.SCORE_AUDIO, "video": CandCol.SCORE_VIDEO, "semantic": CandCol.SCORE_SEMANTIC,
                  "sync": CandCol.SCORE_SYNC}  # fmt: skip
 
 
-def _write(table: pa.Table, path: Path) -> dict[str, Any]:
-    """Write through a temporary name: a killed run leaves no half-written table."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
-    return {"path": str(path.name), "rows": table.num_rows, "bytes": path.stat().st_size}
+def _write(storage: Storage, table: pa.Table, rel: str) -> dict[str, Any]:
+    """Through the store's atomic write: a killed run leaves no half-written table."""
+    size = storage.write_parquet(table, rel, compression="zstd")
+    return {"path": Path(rel).name, "rows": table.num_rows, "bytes": size}
+
+
+def _failed(row: dict, stage: str, result: dict | None, missing: str) -> None:
+    """Mark ``row`` failed at ``stage`` with ``result``'s error (or ``missing`` when none came back)."""
+    error = result or {CandCol.ERROR_TYPE: "Missing", CandCol.ERROR_MESSAGE: missing}
+    row.update({CandCol.STATE: CandState.FAILED, CandCol.FAILED_STAGE: stage,
+                CandCol.ERROR_TYPE: error[CandCol.ERROR_TYPE], CandCol.ERROR_MESSAGE: error[CandCol.ERROR_MESSAGE]})  # fmt: skip
 
 
 def _base_rows(items: list[dict], generated: list[dict], scored: list[dict]) -> tuple[list[dict], dict[str, dict]]:
@@ -59,15 +62,11 @@ def _base_rows(items: list[dict], generated: list[dict], scored: list[dict]) -> 
         row = {k: item[k] for k in (CandCol.CANDIDATE_ID, CandCol.PROMPT_ID, CandCol.PROMPT, CandCol.INDEX, CandCol.SEED)}
         g, s = gen.get(cid), score.get(cid)
         if g is None or g[CandCol.ERROR_TYPE]:
-            error = g or {CandCol.ERROR_TYPE: "Missing", CandCol.ERROR_MESSAGE: "no generation result came back"}
-            row.update({CandCol.STATE: CandState.FAILED, CandCol.FAILED_STAGE: "generate",
-                        CandCol.ERROR_TYPE: error[CandCol.ERROR_TYPE], CandCol.ERROR_MESSAGE: error[CandCol.ERROR_MESSAGE]})  # fmt: skip
+            _failed(row, "generate", g, "no generation result came back")
         else:
             row.update({CandCol.MEDIA: g[CandCol.MEDIA], CandCol.BUCKET: g[CandCol.BUCKET], "latents_path": g["latents_path"]})
             if s is None or s[CandCol.ERROR_TYPE]:
-                error = s or {CandCol.ERROR_TYPE: "Missing", CandCol.ERROR_MESSAGE: "no scoring result came back"}
-                row.update({CandCol.STATE: CandState.FAILED, CandCol.FAILED_STAGE: "score",
-                            CandCol.ERROR_TYPE: error[CandCol.ERROR_TYPE], CandCol.ERROR_MESSAGE: error[CandCol.ERROR_MESSAGE]})  # fmt: skip
+                _failed(row, "score", s, "no scoring result came back")
             else:
                 raw[cid] = json.loads(s[CandCol.RAW])
                 row.update({CandCol.RAW: s[CandCol.RAW], CandCol.DETAILS: s[CandCol.DETAILS]})
@@ -145,18 +144,17 @@ def write_outputs(output: Path, checkpoint: str, config: Any, prompts: list[dict
                             PromptCol.NUM_FAILED: len(group) - len(ranking.overall), PromptCol.NUM_PAIRS: len(ranking.pairs),
                             PromptCol.NORMALISATION: json.dumps(ranking.stats, sort_keys=True)})  # fmt: skip
     pairs.sort(key=lambda r: r[PrefCol.PAIR_ID])
-    files = [_write(pa.Table.from_pylist(pairs[i : i + config.pairs_per_shard], schema=PAIR_SCHEMA),
-                    output / PAIRS_DIR / f"shard-{n:05d}.parquet")
+    storage = Storage(output)
+    files = [_write(storage, pa.Table.from_pylist(pairs[i : i + config.pairs_per_shard], schema=PAIR_SCHEMA),
+                    f"{PAIRS_DIR}/shard-{n:05d}.parquet")
              for n, i in enumerate(range(0, max(1, len(pairs)), config.pairs_per_shard))]  # fmt: skip
     candidates = [{k: v for k, v in r.items() if k != "latents_path"} for r in rows]
-    _write(pa.Table.from_pylist(sorted(candidates, key=lambda r: r[CandCol.CANDIDATE_ID]), schema=CANDIDATE_SCHEMA),
-           output / CANDIDATES_FILE)  # fmt: skip
-    _write(pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA), output / DECISIONS_FILE)
-    _write(pa.Table.from_pylist(prompt_rows, schema=PROMPT_SCHEMA), output / PROMPTS_FILE)
+    _write(storage, pa.Table.from_pylist(sorted(candidates, key=lambda r: r[CandCol.CANDIDATE_ID]),
+                                         schema=CANDIDATE_SCHEMA), CANDIDATES_FILE)  # fmt: skip
+    _write(storage, pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA), DECISIONS_FILE)
+    _write(storage, pa.Table.from_pylist(prompt_rows, schema=PROMPT_SCHEMA), PROMPTS_FILE)
     manifest = _manifest(checkpoint, config, generated, scored, candidates, decisions, prompt_rows, files, versions, run_id)
-    tmp = output / (MANIFEST_FILE + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(tmp, output / MANIFEST_FILE)
+    storage.write_json(MANIFEST_FILE, manifest)
     return manifest
 
 

@@ -212,9 +212,10 @@ def test_a_javisdit_plus_plus_checkpoint_generates(tmp_path):
     import torch
 
     from model import checkpoint as ckpt
-    from model.sample import Generator, _ditpp_config
+    from model.ditpp import ditpp_preset
+    from model.sample import Generator
 
-    config = _ditpp_config("tiny")
+    config = ditpp_preset("tiny")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = ditpp.JavisDiTPP(config)
