@@ -37,7 +37,7 @@ import pyarrow as pa
 from pipeline.preference_rank import RankingConfig
 from schemas import Col
 from schemas.preference import MEDIA_DIR, CandCol
-from stages.rewards import RewardsConfig
+from stages.rewards import WEIGHTS, RewardsConfig
 
 log = logging.getLogger(__name__)
 LATENTS_DIR = "latents"
@@ -242,8 +242,7 @@ def _collect(ds: Any) -> list[dict]:
 
 def _uses_gpu(rewards: RewardsConfig) -> bool:
     """Whether a configured reward runs a model on ``rewards.device`` (the scoring actors then get GPUs)."""
-    models = {"audiobox_aesthetics", "laion_aesthetic", "imagebind_text_video", "imagebind_text_audio", "javisscore"}
-    on_device = bool(models & set(rewards.backends)) or (
+    on_device = bool(set(WEIGHTS) & set(rewards.backends)) or (
         "optical_flow_motion" in rewards.backends and rewards.flow_backend == "unimatch")
     return on_device and rewards.device.startswith("cuda")
 

@@ -85,6 +85,13 @@ RESOLUTION = {
     "av_align": 0.05, "javisscore": 0.02,
 }  # fmt: skip
 
+# the learned rewards: the config keys of their local weights (they run on ``rewards.device``)
+WEIGHTS = {
+    "audiobox_aesthetics": ("audiobox_weights",), "laion_aesthetic": ("clip_model_dir", "laion_mlp_weights"),
+    "imagebind_text_video": ("imagebind_weights",), "imagebind_text_audio": ("imagebind_weights",),
+    "javisscore": ("imagebind_weights",),
+}  # fmt: skip
+
 
 @dataclasses.dataclass(frozen=True)
 class RewardsConfig:
@@ -136,11 +143,8 @@ class RewardsConfig:
             raise ValueError(f"rewards.audiobox_axes must be a non-empty subset of {AUDIOBOX_AXES}")
         if not 1 <= self.fps <= 60 or self.max_side < 32 or self.semantic_num_frames < 1:
             raise ValueError("rewards.fps must be in [1, 60], max_side >= 32, semantic_num_frames >= 1")
-        needs = {"audiobox_aesthetics": ("audiobox_weights",), "laion_aesthetic": ("clip_model_dir", "laion_mlp_weights"),
-                 "imagebind_text_video": ("imagebind_weights",), "imagebind_text_audio": ("imagebind_weights",),
-                 "javisscore": ("imagebind_weights",)}  # fmt: skip
         for name in self.backends:
-            for key in needs.get(name, ()):
+            for key in WEIGHTS.get(name, ()):
                 if not getattr(self, key):
                     raise ValueError(f"rewards.{key} must be set to use the {name} reward (weights are never downloaded)")
 
