@@ -637,27 +637,6 @@ def build_encoders(kind: str, spec: LatentSpec, paths: Mapping[str, str] | None 
         raise ValueError(f"unknown encoder path keys {sorted(unknown)}; known: {list(PATH_KEYS)}")
     if kind not in ("tiny", "production"):
         raise ValueError(f"unknown encoders kind {kind!r}; choose 'tiny' or 'production'")
-    if spec.video_vae == "wan" or spec.text_encoder == "umt5" or not spec.has_prior_text:
-        return _build_ditpp_encoders(kind, spec, paths)
-    if kind == "tiny":
-        return Encoders(
-            TinyRandomT5TextEncoder(spec), TinyRandomPriorTextEncoder(spec), TinyRandomVideoVAE(spec),
-            TinyRandomAudioVAE(spec), spec, kind,
-        )  # fmt: skip
-    if kind == "production":
-        return Encoders(
-            load_t5_text_encoder(paths.get("t5"), spec),
-            load_imagebind_text_encoder(paths.get("imagebind"), spec, paths.get("imagebind_bpe")),
-            load_opensora_video_vae(paths.get("video_vae"), spec),
-            load_audioldm2_audio_vae(paths.get("audio_vae"), spec, paths.get("vocoder")),
-            spec,
-            kind,
-        )
-    raise ValueError(f"unknown encoders kind {kind!r}; choose 'tiny' or 'production'")
-
-
-def _build_ditpp_encoders(kind: str, spec: LatentSpec, paths: Mapping[str, str]) -> Encoders:
-    """The encoders a JavisDiT++-style spec names (umT5 or T5, Wan or OpenSora VAE, prior or none)."""
     tiny = kind == "tiny"
     if spec.text_encoder == "umt5":
         text = TinyRandomUMT5TextEncoder(spec) if tiny else load_umt5_text_encoder(paths.get("umt5"), spec)
