@@ -227,14 +227,11 @@ def augment(output, seed, overrides, address, num_cpus, verbose) -> None:
     """Build hard negatives (asynchronous audio-video pairs) for every accepted clip of OUTPUT."""
     from augment.build import AugmentConfig
     from pipeline.augment_runner import run_augment
-    from pipeline.config import RayConfig, _deep_merge, build_dataclass, parse_override
+    from pipeline.config import RayConfig, apply_overrides
 
     _setup_logging(verbose)
-    values = dataclasses.asdict(AugmentConfig(seed=seed))
     try:
-        for text in overrides:
-            values = _deep_merge(values, parse_override(f"augment.{text}")["augment"])
-        config = build_dataclass(AugmentConfig, values, "augment")
+        config = apply_overrides(AugmentConfig(seed=seed), "augment", overrides)
         manifest = run_augment(output, config, RayConfig(address=address, num_cpus=num_cpus))
     except (ValueError, FileNotFoundError) as e:
         raise _user_error(e, verbose) from e
@@ -361,13 +358,12 @@ def latents(output, encoders, preset, paths, batch_size, workers, gpus, address,
     (OUTPUT/latents-ditpp-tiny/ or OUTPUT/latents-ditpp-paper/ for the JavisDiT++ presets)."""
     import json
 
-    from model.latents import latents_dir_name, precompute_latents
+    from model.latents import precompute_latents
     from model.spec import latent_spec
 
     _setup_logging(verbose)
     try:
-        summary = precompute_latents(output, Path(output) / latents_dir_name(preset), encoders=encoders,
-                                     spec=latent_spec(preset),
+        summary = precompute_latents(output, encoders=encoders, spec=latent_spec(preset),
                                      encoder_paths=_key_values(paths, "--path"), batch_size=batch_size,
                                      num_workers=workers, num_gpus=gpus, ray_address=address)
     except (ValueError, FileNotFoundError) as e:
@@ -512,18 +508,15 @@ def preference(checkpoint, data, prompts_file, output, candidates, steps, cfg, s
     preference pairs (Parquet) with a ledger of every candidate and decision."""
     import json
 
-    from pipeline.config import _deep_merge, build_dataclass, parse_override
+    from pipeline.config import apply_overrides
     from pipeline.preference import PreferenceConfig, run_preference
 
     _setup_logging(verbose)
-    values = dataclasses.asdict(PreferenceConfig())
-    values.update(num_candidates=candidates, steps=steps, cfg=cfg, seed=seed, num_gpus=gpus)
     try:
         if data is None and prompts_file is None:
             raise ValueError("give the prompts: --data OUT (a curated run) or --prompts FILE")
-        for text in overrides:
-            values = _deep_merge(values, parse_override(f"preference.{text}")["preference"])
-        config = build_dataclass(PreferenceConfig, values, "preference")
+        config = apply_overrides(PreferenceConfig(num_candidates=candidates, steps=steps, cfg=cfg, seed=seed,
+                                                  num_gpus=gpus), "preference", overrides)  # fmt: skip
         manifest = run_preference(checkpoint, output, config, data=data, prompts_file=prompts_file,
                                   encoder_paths=_key_values(paths, "--path"), ray_address=address)  # fmt: skip
     except (ValueError, FileNotFoundError, ImportError) as e:

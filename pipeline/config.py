@@ -429,6 +429,15 @@ def load_config_over(config: Config, overrides: list[str] | tuple[str, ...]) -> 
         raise _located(e, overrides, "the run's config") from e
 
 
+def apply_overrides(config: Any, section: str, overrides: Sequence[str]) -> Any:
+    """A section's dataclass ``config`` with ``--set KEY=VALUE`` overrides (keys relative to
+    ``section``) applied and validated again: ``javis augment`` and ``javis preference``."""
+    values = dataclasses.asdict(config)
+    for text in overrides:
+        values = _deep_merge(values, parse_override(f"{section}.{text}")[section])
+    return build_dataclass(type(config), values, section)
+
+
 def build_dataclass(cls: type, values: Mapping[str, Any], where: str) -> Any:
     """A validated config dataclass (nested ones included) from a mapping; unknown keys raise."""
     return _build(cls, values, where)
