@@ -188,6 +188,11 @@ def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """A batch with its tensors on ``device`` (lists and strings as they are)."""
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def rows_from_batches(batches: Iterable[Any]) -> Iterator[dict[str, Any]]:
     """Rows out of Ray ``iter_batches`` output (pyarrow tables or dicts of numpy columns)."""
     for batch in batches:

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.data import to_device
 from model.flow import interpolate, sample_timesteps, velocity_target
 
 # Diffusion-DPO's value for SD1.5 (2500 for SDXL). Its errors are per-element means of latents
@@ -133,7 +134,7 @@ class DPOObjective(nn.Module):
         total, count = 0.0, 0
         for _ in range(draws):
             for batch in batches:
-                b = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                b = to_device(batch, device)
                 noise = draw_pair_noise(b, gen)
                 (err_w, err_l), (ref_w, ref_l) = pair_errors(self.dit, b, noise), pair_errors(self.reference, b, noise)
                 _, z = dpo_loss(err_w, err_l, ref_w, ref_l, self.beta)

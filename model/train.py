@@ -51,7 +51,7 @@ from torch import nn
 
 from model import checkpoint as ckpt
 from model import train_ditpp as pp
-from model.data import collate, iter_bucketed_batches, load_rows, rows_from_batches
+from model.data import collate, iter_bucketed_batches, load_rows, rows_from_batches, to_device
 from model.dpo import DEFAULT_BETA
 from model.ema import EMA
 from model.flow import training_loss
@@ -234,7 +234,7 @@ class PriorObjective(nn.Module):
         self.eval()
         total, count = 0.0, 0
         for batch in batches:
-            b = _to_device(batch, device)
+            b = to_device(batch, device)
             prior = self.estimator(b["prior_text"], b["prior_text_mask"])
             value = margin(prior, self.va_encoder(b["video"], b["audio"]), self.va_encoder(b["neg_video"], b["neg_audio"]))
             total, count = total + float(value) * len(b["ids"]), count + len(b["ids"])
@@ -281,10 +281,6 @@ def build_objective(config: TrainConfig, presets: Preset) -> tuple[nn.Module, di
 
 
 # ---------------------------------------------------------------- data
-
-
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def _all_ranks(flag: bool, device: torch.device) -> bool:
@@ -457,7 +453,7 @@ def _train_loop(loop_config: dict[str, Any]) -> None:  # one per Ray Train worke
     last_saved = start  # losses since the previous checkpoint go into the next one's meta.json
     model.train()
     for step in range(start + 1, config.steps + 1):
-        batch = _to_device(stream.next(), device)
+        batch = to_device(stream.next(), device)
         out = train_step(model, optimizer, params, batch, noise_gen, mask_gen, config.grad_clip, amp)
         ema.update(objective)
         loss = out["loss"].detach().float().reshape(1)
