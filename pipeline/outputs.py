@@ -23,11 +23,12 @@ import datetime as dt
 import posixpath
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from schemas import CLIP_SCHEMA, LEDGER_SCHEMA, REJECTION_SCHEMA, SOURCE_SCHEMA, Col, Kind, State, conform
 from stages.storage import Storage
@@ -231,6 +232,58 @@ def _read_dir(storage: Storage, directory: str, empty: pa.Schema | None = None) 
     if not files:
         return None if empty is None else empty.empty_table()
     return pa.concat_tables([storage.read_parquet(f) for f in files])
+
+
+def iter_batches(
+    out: Storage | str, directory: str, columns: list[str] | None = None, batch_size: int = 65_536
+) -> Iterator[pa.RecordBatch]:
+    """The committed rows of one output directory (``ledger``, ``shards``, ``sources``, a
+    ``rejections/<stage>``), a batch at a time, only ``columns`` (all when None; a column a file
+    lacks, e.g. one added by a newer schema, is skipped): memory stays bounded by the batch,
+    whatever the size of the run."""
+    storage = as_storage(out)
+    for rel in output_files(storage, directory):
+        with storage.fs.open_input_file(storage.path(rel)) as handle:
+            reader = pq.ParquetFile(handle)
+            names = reader.schema_arrow.names
+            wanted = None if columns is None else [c for c in columns if c in names]
+            yield from reader.iter_batches(batch_size=batch_size, columns=wanted)
+
+
+def read_columns(out: Storage | str, directory: str, columns: list[str]) -> pa.Table:
+    """A few columns of every committed row of one output directory (see :func:`iter_batches`)."""
+    batches = list(iter_batches(out, directory, columns))
+    if not batches:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return pa.Table.from_batches(batches)
+
+
+def find_rows(
+    out: Storage | str, directory: str, column: str, values: Iterable[str], columns: list[str] | None = None
+) -> pa.Table:
+    """The committed rows of ``directory`` whose ``column`` is one of ``values``, reading as
+    little as possible: a row group whose statistics exclude every value is skipped (the ledger,
+    sources and rejections are sorted by id, so an id lookup reads one row group); the others
+    are scanned on ``column`` alone, and only row groups with a match are read whole."""
+    storage, wanted = as_storage(out), sorted(set(values))
+    found, schema = [], pa.schema([])
+    for rel in output_files(storage, directory):
+        with storage.fs.open_input_file(storage.path(rel)) as handle:
+            reader = pq.ParquetFile(handle)
+            names = reader.schema_arrow.names
+            if column not in names:
+                continue
+            index = names.index(column)
+            keep = None if columns is None else [c for c in columns if c in names]
+            schema = pa.schema([reader.schema_arrow.field(c) for c in keep or names])
+            for group in range(reader.num_row_groups):
+                stats = reader.metadata.row_group(group).column(index).statistics
+                if stats is not None and stats.has_min_max and not any(stats.min <= v <= stats.max for v in wanted):
+                    continue
+                mask = pc.is_in(reader.read_row_group(group, columns=[column]).column(0), pa.array(wanted))
+                if pc.any(mask).as_py():
+                    found.append(reader.read_row_group(group, columns=keep).filter(mask))
+    return pa.concat_tables(found) if found else schema.empty_table()
 
 
 def read_ledger(out: Storage | str) -> pa.Table:
